@@ -1,0 +1,1 @@
+"""Data: sample corpora, pre-training instances, tf.data pipelines."""
