@@ -1,0 +1,67 @@
+"""Optimizer factory: AdamW or LAMB, BERT's learning-rate schedule, weight-decay mask, clipping."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def bert_schedule(peak_lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+    """The original BERT schedule.
+
+    Linear warmup lr * step / warmup for step < warmup, then linear decay lr * (1 - step / total)
+    to 0 at `total_steps` (the decay is measured from step 0, as in the original optimization.py,
+    so the warmup and the decay lines meet at step = warmup only approximately).
+    """
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = peak_lr * step / max(warmup_steps, 1)
+        decay = peak_lr * jnp.maximum(0.0, 1.0 - step / max(total_steps, 1))
+        return jnp.where(step < warmup_steps, warm, decay)
+
+    return schedule
+
+
+def decay_mask(params) -> dict:
+    """True for parameters that get weight decay: not LayerNorm parameters, not biases.
+
+    Mirrors the original `exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"]`.
+    """
+
+    def keep(path, _):
+        names = [getattr(k, "key", str(k)) for k in path]
+        return not any("LayerNorm" in n or "layer_norm" in n for n in names) and not names[
+            -1
+        ].endswith("bias")
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, learning-rate schedule) from the `optimizer` section of a config."""
+    schedule = bert_schedule(cfg.learning_rate, cfg.warmup_steps, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(
+            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        )
+    elif cfg.name == "lamb":
+        opt = optax.lamb(
+            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            mask=decay_mask,
+        )
+    else:
+        raise ValueError(f"optimizer.name={cfg.name!r}; use 'adamw' or 'lamb'.")
+    parts = []
+    if cfg.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+    parts.append(opt)
+    tx = optax.chain(*parts)
+    if cfg.get("grad_accum_steps", 1) > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
+    return tx, schedule

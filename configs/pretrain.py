@@ -1,0 +1,109 @@
+r"""BERT pre-training (masked LM + next-sentence prediction).
+
+Paper recipe (BERT-base, phase 1 at sequence length 128):
+
+  python -m bert_jax.main --config=configs/pretrain.py:size=base --workdir=runs/base \
+      --config.data.train_files='gs://my-bucket/bert_data/train-*.tfrecord' \
+      --config.data.eval_files='gs://my-bucket/bert_data/eval.tfrecord' \
+      --config.data.vocab_file=vocab.txt
+
+The built-in demo (BERT-tiny on the Wikipedia sample; prepares its data itself):
+
+  python -m bert_jax.main --config=configs/pretrain.py:size=tiny,demo --workdir=runs/demo
+
+`arg` keys: size (tiny|mini|small|medium|base|large), seq (128|512), demo (flag). Every field below
+can be overridden, e.g. --config.train.batch_size=256 --config.optimizer.learning_rate=2e-4.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, size="base", seq=128, demo=False)
+    config = ml_collections.ConfigDict()
+
+    config.model = common.model_config(arg.size)
+
+    config.data = ml_collections.ConfigDict()
+    # If set, `prepare` builds the data below from this corpus first (a no-op when already built):
+    # "sample:enwiki" (the Wikipedia sample), a MediaWiki .xml(.bz2) dump, or a text file with one
+    # sentence per line and blank lines between documents. Empty: use existing TFRecords.
+    config.data.corpus = ""
+    # Output directory of `prepare` (vocab.txt, train-*.tfrecord, eval.tfrecord, stats.json).
+    config.data.dir = ""
+    # WordPiece size `prepare` trains when it builds the vocabulary.
+    config.data.vocab_size = 8192
+    # Copies of the corpus with different masks (the original create_pretraining_data.py dupe_factor).
+    config.data.dupe_factor = 5
+    # TFRecords in the original create_pretraining_data.py format (glob); default: in data.dir.
+    config.data.train_files = ""
+    config.data.eval_files = ""
+    # vocab.txt matching the TFRecords; default: data.dir/vocab.txt.
+    config.data.vocab_file = ""
+    # Must equal the lengths the TFRecords were written with (phase 1: 128/20; phase 2: 512/80).
+    config.data.max_seq_length = arg.seq
+    config.data.max_predictions_per_seq = {128: 20, 512: 80}.get(arg.seq, round(0.15 * arg.seq))
+    # Records held in the shuffle buffer.
+    config.data.shuffle_buffer = 10_000
+    # Seed of the data order (shuffling); the order is a pure function of it and the step.
+    config.data.seed = 0
+
+    config.optimizer = ml_collections.ConfigDict()
+    # "adamw" (BERT) or "lamb" (You et al., 2019, for large batches).
+    config.optimizer.name = "adamw"
+    # Peak learning rate, reached after warmup_steps, then linear decay to 0 at num_train_steps.
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.warmup_steps = 10_000
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    # BERT's epsilon (1e-6, not optax's default 1e-8).
+    config.optimizer.eps = 1e-6
+    # Decoupled weight decay; LayerNorm parameters and biases are excluded.
+    config.optimizer.weight_decay = 0.01
+    # Clip gradients to this global norm (0 disables).
+    config.optimizer.grad_clip_norm = 1.0
+    # Accumulate gradients over this many steps before an update (optax.MultiSteps).
+    config.optimizer.grad_accum_steps = 1
+
+    config.train = ml_collections.ConfigDict()
+    # Global batch in sequences (split across devices and hosts).
+    config.train.batch_size = 256
+    # Schedule length; the learning rate reaches 0 here.
+    config.train.num_train_steps = 1_000_000
+    # Stop this invocation at this step (0: at num_train_steps); rerunning the command continues.
+    config.train.stop_at_step = 0
+    # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
+    config.train.parallel = "auto"
+    # Progress line, JSONL and TensorBoard every this many steps.
+    config.train.log_every = 100
+    # Evaluate on data.eval_files every this many steps (and at the start and the end).
+    config.train.eval_every = 10_000
+    # Evaluation batches per evaluation (0: the whole eval set).
+    config.train.eval_batches = 100
+    config.train.eval_batch_size = 256
+    # Checkpoint every this many steps (and at the end); keep this many newest.
+    config.train.checkpoint_every = 10_000
+    config.train.keep_checkpoints = 3
+    # Seed of parameter init and dropout (data order has its own seed, data.seed).
+    config.train.seed = 0
+
+    if arg.demo:
+        # BERT-tiny on the gensim Wikipedia sample, a few minutes on two CPU cores.
+        config.data.corpus = "sample:enwiki"
+        config.data.dir = f"data/enwiki_{arg.seq}"
+        config.data.shuffle_buffer = 2_000
+        config.train.batch_size = 64
+        config.train.num_train_steps = 600
+        config.train.log_every = 50
+        config.train.eval_every = 200
+        config.train.eval_batches = 0
+        config.train.eval_batch_size = 128
+        config.train.checkpoint_every = 200
+        # A tiny model wants a larger learning rate and a short warmup.
+        config.optimizer.learning_rate = 2e-3
+        config.optimizer.warmup_steps = 60
+    return config
