@@ -1,0 +1,31 @@
+r"""Entry point: pre-train BERT with a config file.
+
+  python -m bert_jax.main --config=configs/pretrain.py:size=tiny,demo --workdir=runs/demo
+
+Rerunning the same command with the same --workdir resumes from its newest checkpoint.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:arg).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (SLURM/TPU pods: from the environment)."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    import jax  # noqa: PLC0415
+
+    if _MULTIHOST.value:
+        jax.distributed.initialize()
+    from bert_jax import train  # noqa: PLC0415
+
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

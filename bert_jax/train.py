@@ -1,0 +1,421 @@
+"""BERT pre-training: a pure train step, its jit and pmap wrappers, and the training loop.
+
+The state is a plain dict {"step", "params", "opt_state", "rng"}: everything a bitwise resume needs
+(the data position is a pure function of data.seed and step, see `_train_batches`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import flax.jax_utils
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax import checkpoints, losses, optim
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import BertConfig
+from bert_jax.writers import MetricWriter
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
+
+
+# --------------------------------------------------------------------------- the pure functions
+
+
+def init_state(
+    model: BertForPreTraining,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+) -> State:
+    """Fresh parameters and optimizer state, built inside one jit (never op by op on the host)."""
+    init_rng, state_rng = jax.random.split(rng)
+
+    def init(rng):
+        ids_1xS = jnp.zeros((1, max_seq_length), jnp.int32)
+        pos_1xP = jnp.zeros((1, max_predictions_per_seq), jnp.int32)
+        params = model.init(rng, ids_1xS, ids_1xS, ids_1xS, pos_1xP)["params"]
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": state_rng,
+        }
+
+    return jax.jit(init)(init_rng)
+
+
+def train_step(
+    state: State,
+    batch: Batch,
+    *,
+    model: BertForPreTraining,
+    optimizer: optax.GradientTransformation,
+    axis_name: str | None = None,
+) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step on the masked-LM + NSP loss. Pure: same inputs, same outputs.
+
+    With `axis_name` (inside pmap) each device holds a slice of the global batch; the loss
+    denominators are the *global* numbers of masked tokens and examples (psum), and gradients are
+    summed, so the update equals the single-device update on the whole batch.
+    """
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+    def psum(x):
+        return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+    def loss_fn(params):
+        outputs = model.apply(
+            {"params": params},
+            *(batch[k] for k in MODEL_INPUTS),
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        sums = losses.pretraining_sums(outputs, batch)
+        mlm_weight = jnp.maximum(psum(sums["mlm_weight"]), 1e-8)
+        nsp_weight = jnp.maximum(psum(sums["nsp_weight"]), 1e-8)
+        return sums["mlm_loss"] / mlm_weight + sums["nsp_loss"] / nsp_weight, sums
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    grads, sums = psum(grads), psum(sums)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = losses.pretraining_metrics(sums)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(params)
+    metrics["update_norm"] = optax.tree.norm(updates)
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+                 "rng": state["rng"]}
+    return new_state, metrics
+
+
+def eval_step(params, batch: Batch, *, model: BertForPreTraining, axis_name: str | None = None):
+    """Loss/accuracy sums on one batch (no dropout); padding examples carry example_weights 0."""
+    outputs = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS))
+    sums = losses.pretraining_sums(outputs, batch)
+    return sums if axis_name is None else jax.lax.psum(sums, axis_name)
+
+
+# --------------------------------------------------------------------------- parallel wrappers
+
+
+class Parallel:
+    """How the steps run: "jit" on one device, or "pmap" over all local devices.
+
+    Holds the compiled step functions and the host<->device placement of states and batches.
+    """
+
+    AXIS = "batch"
+
+    def __init__(self, mode: str, model, tx):
+        self.mode = mode
+        self.n = jax.local_device_count() if mode == "pmap" else 1
+        if mode == "jit":
+            self.train = jax.jit(
+                functools.partial(train_step, model=model, optimizer=tx), donate_argnums=0
+            )
+            self.eval = jax.jit(functools.partial(eval_step, model=model))
+        elif mode == "pmap":
+            self.train = jax.pmap(
+                functools.partial(train_step, model=model, optimizer=tx, axis_name=self.AXIS),
+                axis_name=self.AXIS,
+                donate_argnums=0,
+            )
+            self.eval = jax.pmap(
+                functools.partial(eval_step, model=model, axis_name=self.AXIS), axis_name=self.AXIS
+            )
+        else:
+            raise ValueError(f"train.parallel={mode!r}; use 'auto', 'jit' or 'pmap'.")
+
+    def put_state(self, state: State) -> State:
+        if self.mode == "pmap":
+            return flax.jax_utils.replicate(state)
+        return state
+
+    def get_state(self, state: State) -> State:
+        """The state as one copy (device 0 for pmap): what checkpoints hold."""
+        if self.mode == "pmap":
+            return flax.jax_utils.unreplicate(state)
+        return state
+
+    def put_batch(self, batch: dict[str, np.ndarray]) -> Batch:
+        if self.mode == "pmap":
+            def split(x):
+                if x.shape[0] % self.n:
+                    raise ValueError(
+                        f"per-host batch {x.shape[0]} is not divisible by {self.n} local devices; "
+                        "set train.batch_size to a multiple of the device count."
+                    )
+                return x.reshape(self.n, x.shape[0] // self.n, *x.shape[1:])
+
+            return jax.tree_util.tree_map(split, batch)
+        return batch
+
+    def get_metrics(self, metrics):
+        # Metrics are psum'ed, hence identical on every device: take device 0's.
+        if self.mode == "pmap":
+            return jax.tree_util.tree_map(lambda x: x[0], metrics)
+        return metrics
+
+
+def resolve_parallel(mode: str) -> str:
+    if mode == "auto":
+        return "pmap" if jax.local_device_count() > 1 else "jit"
+    return mode
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_file: str) -> BertConfig:
+    """BertConfig from the `model` section; vocab_size 0 is read from the vocab file."""
+    fields = {k: v for k, v in config.model.items() if k != "size"}
+    vocab_in_file = count_vocab(vocab_file) if vocab_file else None
+    if not fields["vocab_size"]:
+        if vocab_in_file is None:
+            raise ValueError("model.vocab_size=0 needs data.vocab_file (or data.dir) to count it.")
+        fields["vocab_size"] = vocab_in_file
+    elif vocab_in_file is not None and fields["vocab_size"] < vocab_in_file:
+        raise ValueError(
+            f"model.vocab_size={fields['vocab_size']} is smaller than the {vocab_in_file} tokens of "
+            f"{vocab_file}; token ids would fall outside the embedding table. Set it to 0 (auto)."
+        )
+    return BertConfig.from_dict(fields)
+
+
+def count_vocab(vocab_file: str) -> int:
+    with open(vocab_file, encoding="utf-8") as f:
+        return sum(1 for line in f if line.rstrip("\n"))
+
+
+def check_config(config: ml_collections.ConfigDict, n_devices: int):
+    """Errors that would otherwise surface late (after compiling) or silently."""
+    d, t = config.data, config.train
+    if d.max_predictions_per_seq > d.max_seq_length:
+        raise ValueError(
+            f"data.max_predictions_per_seq={d.max_predictions_per_seq} exceeds "
+            f"data.max_seq_length={d.max_seq_length}."
+        )
+    if d.max_seq_length > config.model.max_position_embeddings:
+        raise ValueError(
+            f"data.max_seq_length={d.max_seq_length} exceeds model.max_position_embeddings="
+            f"{config.model.max_position_embeddings}."
+        )
+    for name in ("batch_size", "eval_batch_size"):
+        if t[name] % n_devices:
+            raise ValueError(
+                f"train.{name}={t[name]} is not divisible by the {n_devices} devices; "
+                f"use a multiple of {n_devices}."
+            )
+    if not d.train_files:
+        raise ValueError("data.train_files is empty: set it, or data.dir, or data.corpus.")
+
+
+def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Builds the data from data.corpus if asked (a no-op when built) and fills default paths."""
+    config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
+    d = config.data
+    if d.corpus:
+        if not d.dir:
+            raise ValueError("data.corpus needs data.dir, the directory to prepare the data in.")
+        from bert_jax.data import prepare  # noqa: PLC0415
+
+        if jax.process_index() == 0:
+            prepare.prepare(
+                d.corpus,
+                d.dir,
+                vocab_size=d.vocab_size,
+                max_seq_length=d.max_seq_length,
+                max_predictions_per_seq=d.max_predictions_per_seq,
+                dupe_factor=d.dupe_factor,
+                seed=d.seed + 12345,
+            )
+    if d.dir:
+        d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
+        d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
+        d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")
+    return config
+
+
+def _train_batches(config, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """This host's slice of every global batch from `start_step` on; a pure function of the seed."""
+    from bert_jax.data import pipeline  # noqa: PLC0415 (imports TensorFlow)
+
+    d = config.data
+    ds = pipeline.pretraining_dataset(
+        d.train_files,
+        batch_size=config.train.batch_size // jax.process_count(),
+        max_seq_length=d.max_seq_length,
+        max_predictions_per_seq=d.max_predictions_per_seq,
+        training=True,
+        seed=d.seed,
+        shuffle_buffer=d.shuffle_buffer,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
+    )
+    return pipeline.as_numpy(ds.skip(start_step))
+
+
+def _eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
+    from bert_jax.data import pipeline  # noqa: PLC0415
+
+    d, t = config.data, config.train
+    batch_size = t.eval_batch_size // jax.process_count()
+    ds = pipeline.pretraining_dataset(
+        d.eval_files,
+        batch_size=batch_size,
+        max_seq_length=d.max_seq_length,
+        max_predictions_per_seq=d.max_predictions_per_seq,
+        training=False,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
+    )
+    for i, batch in enumerate(pipeline.as_numpy(ds)):
+        if t.eval_batches and i >= t.eval_batches:
+            return
+        yield pad_batch(batch, batch_size)
+
+
+def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+    """Pads a short (last) batch to `size` rows with zero rows and sets `example_weights`."""
+    n = len(batch["input_ids"])
+    out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+           for k, v in batch.items()}
+    out["example_weights"] = (np.arange(size) < n).astype(np.float32)
+    return out
+
+
+def evaluate(par: Parallel, state: State, batches: Iterator) -> dict[str, float]:
+    """MLM/NSP loss and accuracy over `batches`, aggregated exactly from sums."""
+    totals = None
+    for batch in batches:
+        sums = par.get_metrics(par.eval(state["params"], par.put_batch(batch)))
+        totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("the evaluation set is empty: check data.eval_files.")
+    return {k: float(v) for k, v in losses.pretraining_metrics(jax.device_get(totals)).items()}
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return (f"loss {m['loss']:.4f}  mlm_acc {m['mlm_accuracy']:.4f}  "
+            f"nsp_acc {m['nsp_accuracy']:.4f}  mlm_loss {m['mlm_loss']:.4f}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pre-trains in `workdir`; rerunning with the same workdir resumes. Returns the results dict."""
+    config = resolve_data(config)
+    mode = resolve_parallel(config.train.parallel)
+    check_config(config, jax.device_count() if mode == "pmap" else jax.process_count())
+    model_cfg = model_config(config, config.data.vocab_file)
+    model = BertForPreTraining(model_cfg)
+    t = config.train
+    end_step = t.stop_at_step or t.num_train_steps
+    tx, schedule = optim.make_optimizer(config.optimizer, t.num_train_steps)
+    d = config.data
+
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    # Resume order: this workdir's newest checkpoint > fresh initialisation.
+    state = init_state(model, tx, jax.random.PRNGKey(t.seed), d.max_seq_length,
+                       d.max_predictions_per_seq)
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    save_every=t.checkpoint_every, keep=t.keep_checkpoints)
+    restored = ckpt.restore(checkpoints.abstract_like(state))
+    if restored is not None:
+        state = restored
+    start_step = int(state["step"])
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
+    log(f"model: {model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}, vocab "
+        f"{model_cfg.vocab_size}, {n_params / 1e6:.2f}M params; {mode} on {jax.device_count()} "
+        f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch"))
+
+    par = Parallel(mode, model, tx)
+    state = par.put_state(state)
+    writer = MetricWriter(workdir)
+    start_file = os.path.join(workdir, "eval_start.json")
+    if start_step == 0 and d.eval_files:
+        start_metrics = evaluate(par, state, _eval_batches(config))
+        writer.write(0, "eval", start_metrics)
+        if jax.process_index() == 0:
+            with open(start_file, "w") as f:
+                json.dump(start_metrics, f)
+        log(f"eval @ step 0: {_fmt(start_metrics)}")
+
+    batches = _train_batches(config, start_step)
+    pending, window, t_log = None, [], time.time()
+    last_saved = start_step
+    for step in range(start_step, end_step):
+        state, metrics = par.train(state, par.put_batch(next(batches)))
+        # Fetch the previous step's metrics only now, while this step runs on the device.
+        if pending is not None:
+            window.append(_check_finite(jax.device_get(par.get_metrics(pending)), step))
+        pending = metrics
+        done = step + 1
+        if step == start_step:
+            log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
+            t_log, window = time.time(), []
+        elif done % t.log_every == 0 or done == end_step:
+            window.append(_check_finite(jax.device_get(par.get_metrics(pending)), done))
+            pending = None
+            elapsed = time.time() - t_log
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            steps_per_s = len(window) / elapsed
+            mean.update(learning_rate=float(schedule(step)), steps_per_sec=steps_per_s,
+                        seqs_per_sec=steps_per_s * t.batch_size)
+            writer.write(done, "train", mean)
+            eta = (end_step - done) / steps_per_s
+            log(f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
+                f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min")
+            t_log, window = time.time(), []
+        if d.eval_files and done % t.eval_every == 0 and done != end_step:
+            m = evaluate(par, state, _eval_batches(config))
+            writer.write(done, "eval", m)
+            log(f"eval @ step {done}: {_fmt(m)}")
+            t_log = time.time()  # keep evaluation time out of the throughput figures
+        if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
+            last_saved = done
+
+    final_state = par.get_state(state)
+    if last_saved != end_step:
+        ckpt.save(end_step, final_state, force=True)
+    ckpt.close()  # waits until the async saves are committed
+    results = {"step": int(final_state["step"])}
+    if d.eval_files:
+        results["end"] = evaluate(par, state, _eval_batches(config))
+        writer.write(results["step"], "eval", results["end"])
+        if os.path.exists(start_file):
+            with open(start_file) as f:
+                results["start"] = json.load(f)
+        log(f"eval @ step {results['step']}: {_fmt(results['end'])}")
+    writer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    results["state"] = final_state
+    return results
+
+
+def _check_finite(metrics: dict[str, np.ndarray], step: int) -> dict[str, float]:
+    if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"non-finite loss {metrics['loss']} at step {step}; lower optimizer.learning_rate or "
+            "check the input data. The last checkpoint is intact."
+        )
+    return {k: float(v) for k, v in metrics.items()}

@@ -1,0 +1,183 @@
+"""The train step: overfitting, pmap == jit, losses and optimizer pieces, config files."""
+
+import functools
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from bert_jax import losses, optim, train
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import BertConfig
+
+CFG = BertConfig(
+    vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+S, P = 16, 4
+
+
+def fake_batch(batch=8, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, CFG.vocab_size, (batch, S)).astype(np.int32)
+    lengths = rng.integers(S // 2, S + 1, batch)
+    mask = (np.arange(S)[None] < lengths[:, None]).astype(np.int32)
+    pos = np.sort(np.stack([rng.choice(np.arange(1, S // 2), P, replace=False)
+                            for _ in range(batch)]), axis=1).astype(np.int32)
+    n_real = rng.integers(1, P + 1, batch)  # a varying number of real predictions per example
+    weights = (np.arange(P)[None] < n_real[:, None]).astype(np.float32)
+    return {
+        "input_ids": ids * mask,
+        "input_mask": mask,
+        "segment_ids": np.zeros_like(ids),
+        "masked_lm_positions": pos * (weights > 0),
+        "masked_lm_ids": np.take_along_axis(ids, pos, 1) * (weights > 0),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
+    }
+
+
+def opt_config(**kw):
+    c = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-3, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-6,
+        weight_decay=0.01, grad_clip_norm=1.0, grad_accum_steps=1))
+    c.update(kw)
+    return c
+
+
+def setup(total_steps=100, **opt_kw):
+    model = BertForPreTraining(CFG)
+    tx, _ = optim.make_optimizer(opt_config(**opt_kw), total_steps)
+    state = train.init_state(model, tx, jax.random.PRNGKey(0), S, P)
+    return model, tx, state
+
+
+def test_overfits_a_fixed_batch():
+    model, tx, state = setup(total_steps=10_000, learning_rate=3e-3)
+    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx))
+    batch = fake_batch()
+    first = None
+    for _ in range(150):
+        state, m = step(state, batch)
+        first = first if first is not None else float(m["loss"])
+    last = float(m["loss"])
+    assert last < 0.1 * first, (first, last)
+    assert int(state["step"]) == 150
+
+
+def test_pmap_step_equals_jit_step_on_8_devices():
+    assert jax.local_device_count() == 8, "tests/conftest.py should create 8 fake CPU devices"
+    model, tx, state = setup()
+    batch = fake_batch(batch=16)
+    jit_par = train.Parallel("jit", model, tx)
+    pmap_par = train.Parallel("pmap", model, tx)
+    s_jit, m_jit = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
+    s_pmap, m_pmap = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))
+    s_pmap, m_pmap = pmap_par.get_state(s_pmap), pmap_par.get_metrics(m_pmap)
+    for a, b in zip(jax.tree_util.tree_leaves(s_jit["params"]),
+                    jax.tree_util.tree_leaves(s_pmap["params"])):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    # The update moved the params (so the comparison above is not of two untouched copies).
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
+        jax.tree_util.tree_leaves(s_jit["params"]), jax.tree_util.tree_leaves(state["params"]))]
+    assert max(moved) > 1e-4
+    np.testing.assert_allclose(m_jit["loss"], m_pmap["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m_jit["mlm_accuracy"], m_pmap["mlm_accuracy"], rtol=1e-6)
+
+
+def test_dropout_rng_depends_on_step_not_on_call():
+    """Same state and batch -> same result (pure); the next step draws a different mask."""
+    cfg = BertConfig(**{**CFG.__dict__, "hidden_dropout_prob": 0.5})
+    model = BertForPreTraining(cfg)
+    tx, _ = optim.make_optimizer(opt_config(), 100)
+    state = train.init_state(model, tx, jax.random.PRNGKey(0), S, P)
+    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx))
+    batch = fake_batch()
+    _, m1 = step(state, batch)
+    _, m2 = step(state, batch)
+    assert float(m1["loss"]) == float(m2["loss"])
+    shifted = {**state, "step": state["step"] + 1}
+    _, m3 = step(shifted, batch)
+    assert float(m3["loss"]) != float(m1["loss"])
+
+
+def test_loss_sums_hand_checked():
+    # Two positions, vocab 3: logits chosen so that probabilities are known in closed form.
+    logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]))
+    labels = jnp.array([[0, 1]])
+    s, w = losses.weighted_cross_entropy(logits, labels, jnp.array([[1.0, 1.0]]))
+    np.testing.assert_allclose(s, -np.log(0.5) - np.log(0.1), rtol=1e-6)
+    assert float(w) == 2.0
+    s, w = losses.weighted_cross_entropy(logits, labels, jnp.array([[1.0, 0.0]]))
+    np.testing.assert_allclose(s / w, -np.log(0.5), rtol=1e-6)
+    hits, w = losses.weighted_correct(logits, labels, jnp.array([[1.0, 1.0]]))
+    assert (float(hits), float(w)) == (1.0, 2.0)  # position 2 predicts 2, label 1
+
+
+def test_schedule_and_decay_mask():
+    sched = optim.bert_schedule(1e-4, warmup_steps=10, total_steps=100)
+    np.testing.assert_allclose(sched(0), 0.0)
+    np.testing.assert_allclose(sched(5), 0.5e-4, rtol=1e-6)
+    np.testing.assert_allclose(sched(10), 1e-4 * 0.9, rtol=1e-6)  # original: decay from step 0
+    np.testing.assert_allclose(sched(100), 0.0)
+    _, _, state = setup()
+    mask = optim.decay_mask(state["params"])
+    assert mask["bert"]["encoder"]["layer_0"]["attention"]["self"]["query"]["kernel"]
+    assert mask["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert not mask["bert"]["encoder"]["layer_0"]["attention"]["self"]["query"]["bias"]
+    assert not mask["bert"]["embeddings"]["LayerNorm"]["scale"]
+    assert not mask["cls"]["predictions"]["output_bias"]
+
+
+def test_weight_decay_skips_layernorm_and_bias():
+    """With zero gradients, AdamW only decays: LayerNorm/bias stay, kernels shrink."""
+    _, tx, state = setup(total_steps=100, learning_rate=1e-1, weight_decay=0.5)
+    params = state["params"]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, state["opt_state"], params)
+    # Step 0 of the schedule has lr 0 only with warmup; here warmup=0 so lr = 0.1 * (1 - 0).
+    new = optax.apply_updates(params, updates)
+    ln = "bert", "embeddings", "LayerNorm", "scale"
+    k = "bert", "encoder", "layer_0", "intermediate", "dense", "kernel"
+    get = lambda t, path: functools.reduce(lambda d, key: d[key], path, t)  # noqa: E731
+    np.testing.assert_array_equal(get(new, ln), get(params, ln))
+    np.testing.assert_allclose(get(new, k), get(params, k) * (1 - 0.1 * 0.5), rtol=1e-6)
+
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if not p.endswith(("__init__.py",
+                                                                            "common.py"))])
+@pytest.mark.parametrize("arg", ["size=tiny,demo", "size=base", "size=large,seq=512"])
+def test_every_config_builds(path, arg):
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    fields = {k: v for k, v in config.model.items() if k != "size"}
+    fields["vocab_size"] = fields["vocab_size"] or 30522
+    model = BertForPreTraining(BertConfig.from_dict(fields))
+    tx, _ = optim.make_optimizer(config.optimizer, config.train.num_train_steps)
+    s, p = config.data.max_seq_length, config.data.max_predictions_per_seq
+    # Shapes only: builds the full state abstractly, even for BERT-large, in milliseconds.
+    abstract = jax.eval_shape(lambda: train.init_state(model, tx, jax.random.PRNGKey(0), s, p))
+    n = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
+    expected = {"tiny": 4.4e6, "base": 110e6, "large": 335e6}[arg.split(",")[0].split("=")[1]]
+    assert abs(n - expected) / expected < 0.05, n
+
+
+def test_config_arg_typos_are_errors():
+    from configs import pretrain
+
+    with pytest.raises(ValueError, match="unknown config arg"):
+        pretrain.get_config("sise=base")
+    with pytest.raises(ValueError, match="size="):
+        pretrain.get_config("size=huge")
