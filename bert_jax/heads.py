@@ -1,4 +1,4 @@
-"""Task heads on top of `BertModel`, with the original checkpoint scopes (`cls/predictions`, ...)."""
+"""Task heads on top of `BertModel`, with the original checkpoint scopes (`cls/...`)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ class SeqRelationship(nn.Module):
         c = self.config
         w_2xH = self.param("output_weights", kernel_init(c), (2, c.hidden_size))
         b_2 = self.param("output_bias", nn.initializers.zeros, (2,))
-        return jnp.einsum("bh,kh->bk", pooled_BxH, w_2xH.astype(pooled_BxH.dtype)).astype(
-            jnp.float32
-        ) + b_2
+        return (
+            jnp.einsum("bh,kh->bk", pooled_BxH, w_2xH.astype(pooled_BxH.dtype)).astype(jnp.float32)
+            + b_2
+        )
 
 
 class PretrainingHeads(nn.Module):

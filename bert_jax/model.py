@@ -219,7 +219,9 @@ class Encoder(nn.Module):
     def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> list[Array]:
         hidden = [x_BxSxH]
         for i in range(self.config.num_hidden_layers):
-            x_BxSxH = TransformerLayer(self.config, name=f"layer_{i}")(x_BxSxH, bias_Bx1x1xS, deterministic)
+            x_BxSxH = TransformerLayer(self.config, name=f"layer_{i}")(
+                x_BxSxH, bias_Bx1x1xS, deterministic
+            )
             hidden.append(x_BxSxH)
         return hidden
 
@@ -260,8 +262,9 @@ class BertModel(nn.Module):
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic)
-        hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype),
-                              attention_bias(input_mask), deterministic)
+        hidden = self.encoder(
+            x_BxSxH.astype(self.config.compute_dtype), attention_bias(input_mask), deterministic
+        )
         return {
             "sequence_output": hidden[-1],
             "hidden_states": hidden,

@@ -47,12 +47,20 @@ def make_optimizer(
     schedule = bert_schedule(cfg.learning_rate, cfg.warmup_steps, total_steps)
     if cfg.name == "adamw":
         opt = optax.adamw(
-            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            schedule,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
             mask=decay_mask,
         )
     elif cfg.name == "lamb":
         opt = optax.lamb(
-            schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            schedule,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
             mask=decay_mask,
         )
     else:

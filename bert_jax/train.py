@@ -10,7 +10,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.jax_utils
 import jax
@@ -97,8 +98,12 @@ def train_step(
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["param_norm"] = optax.tree.norm(params)
     metrics["update_norm"] = optax.tree.norm(updates)
-    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
-                 "rng": state["rng"]}
+    new_state = {
+        "step": state["step"] + 1,
+        "params": params,
+        "opt_state": opt_state,
+        "rng": state["rng"],
+    }
     return new_state, metrics
 
 
@@ -153,6 +158,7 @@ class Parallel:
 
     def put_batch(self, batch: dict[str, np.ndarray]) -> Batch:
         if self.mode == "pmap":
+
             def split(x):
                 if x.shape[0] % self.n:
                     raise ValueError(
@@ -190,8 +196,9 @@ def model_config(config: ml_collections.ConfigDict, vocab_file: str) -> BertConf
         fields["vocab_size"] = vocab_in_file
     elif vocab_in_file is not None and fields["vocab_size"] < vocab_in_file:
         raise ValueError(
-            f"model.vocab_size={fields['vocab_size']} is smaller than the {vocab_in_file} tokens of "
-            f"{vocab_file}; token ids would fall outside the embedding table. Set it to 0 (auto)."
+            f"model.vocab_size={fields['vocab_size']} is smaller than the {vocab_in_file} "
+            f"tokens of {vocab_file}; token ids would fall outside the embedding table. "
+            "Set it to 0 (auto)."
         )
     return BertConfig.from_dict(fields)
 
@@ -292,8 +299,10 @@ def _eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
 def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Pads a short (last) batch to `size` rows with zero rows and sets `example_weights`."""
     n = len(batch["input_ids"])
-    out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-           for k, v in batch.items()}
+    out = {
+        k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+        for k, v in batch.items()
+    }
     out["example_weights"] = (np.arange(size) < n).astype(np.float32)
     return out
 
@@ -310,13 +319,16 @@ def evaluate(par: Parallel, state: State, batches: Iterator) -> dict[str, float]
 
 
 def _fmt(m: dict[str, float]) -> str:
-    return (f"loss {m['loss']:.4f}  mlm_acc {m['mlm_accuracy']:.4f}  "
-            f"nsp_acc {m['nsp_accuracy']:.4f}  mlm_loss {m['mlm_loss']:.4f}")
+    return (
+        f"loss {m['loss']:.4f}  mlm_acc {m['mlm_accuracy']:.4f}  "
+        f"nsp_acc {m['nsp_accuracy']:.4f}  mlm_loss {m['mlm_loss']:.4f}"
+    )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Pre-trains in `workdir`; rerunning with the same workdir resumes. Returns the results dict."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Pre-trains in `workdir`; rerunning with the same workdir resumes. Returns results."""
     config = resolve_data(config)
     mode = resolve_parallel(config.train.parallel)
     check_config(config, jax.device_count() if mode == "pmap" else jax.process_count())
@@ -333,18 +345,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             f.write(config.to_json_best_effort(indent=2))
 
     # Resume order: this workdir's newest checkpoint > fresh initialisation.
-    state = init_state(model, tx, jax.random.PRNGKey(t.seed), d.max_seq_length,
-                       d.max_predictions_per_seq)
-    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                    save_every=t.checkpoint_every, keep=t.keep_checkpoints)
+    state = init_state(
+        model, tx, jax.random.PRNGKey(t.seed), d.max_seq_length, d.max_predictions_per_seq
+    )
+    ckpt = checkpoints.Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=t.checkpoint_every, keep=t.keep_checkpoints
+    )
     restored = ckpt.restore(checkpoints.abstract_like(state))
     if restored is not None:
         state = restored
     start_step = int(state["step"])
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
-    log(f"model: {model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}, vocab "
+    log(
+        f"model: {model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}, vocab "
         f"{model_cfg.vocab_size}, {n_params / 1e6:.2f}M params; {mode} on {jax.device_count()} "
-        f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch"))
+        f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch")
+    )
 
     par = Parallel(mode, model, tx)
     state = par.put_state(state)
@@ -377,12 +393,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             elapsed = time.time() - t_log
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             steps_per_s = len(window) / elapsed
-            mean.update(learning_rate=float(schedule(step)), steps_per_sec=steps_per_s,
-                        seqs_per_sec=steps_per_s * t.batch_size)
+            mean.update(
+                learning_rate=float(schedule(step)),
+                steps_per_sec=steps_per_s,
+                seqs_per_sec=steps_per_s * t.batch_size,
+            )
             writer.write(done, "train", mean)
             eta = (end_step - done) / steps_per_s
-            log(f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
-                f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min")
+            log(
+                f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
+                f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
+            )
             t_log, window = time.time(), []
         if d.eval_files and done % t.eval_every == 0 and done != end_step:
             m = evaluate(par, state, _eval_batches(config))

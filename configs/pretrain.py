@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.dir = ""
     # WordPiece size `prepare` trains when it builds the vocabulary.
     config.data.vocab_size = 8192
-    # Copies of the corpus with different masks (the original create_pretraining_data.py dupe_factor).
+    # Copies of the corpus, each with other masks (dupe_factor of create_pretraining_data.py).
     config.data.dupe_factor = 5
     # TFRecords in the original create_pretraining_data.py format (glob); default: in data.dir.
     config.data.train_files = ""

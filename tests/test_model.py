@@ -10,8 +10,12 @@ from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig, BertModel, sinusoidal_positions
 
 CFG = BertConfig(
-    vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=64, max_position_embeddings=40,
+    vocab_size=97,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=40,
 )
 
 
@@ -45,8 +49,10 @@ def test_output_shapes(pretrain_params):
 
 
 def test_param_names_follow_the_original_checkpoint(pretrain_params):
-    flat = {"/".join(k.key for k in path) for path, _ in
-            jax.tree_util.tree_flatten_with_path(pretrain_params)[0]}
+    flat = {
+        "/".join(k.key for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(pretrain_params)[0]
+    }
     for name in [
         "bert/embeddings/word_embeddings/embedding",
         "bert/embeddings/token_type_embeddings/embedding",
@@ -83,7 +89,9 @@ def test_padding_invariance(pretrain_params):
     real = mask.astype(bool)
     np.testing.assert_allclose(
         np.asarray(long["sequence_output"][:, :16])[real],
-        np.asarray(short["sequence_output"])[real], atol=2e-6)
+        np.asarray(short["sequence_output"])[real],
+        atol=2e-6,
+    )
     np.testing.assert_allclose(long["pooled_output"], short["pooled_output"], atol=2e-6)
 
 
@@ -98,7 +106,8 @@ def test_masked_positions_equal_full_logits_gathered(pretrain_params):
 
 
 def _np_reference(p, ids, mask, seg, cfg):
-    """The original BERT forward pass in float64 NumPy, written from the paper and bert/modeling.py."""
+    """The original BERT forward pass in float64 NumPy, written from the paper."""
+
     def ln(x, q):
         mu = x.mean(-1, keepdims=True)
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -113,8 +122,11 @@ def _np_reference(p, ids, mask, seg, cfg):
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p)
     e = p["bert"]["embeddings"]
     s = ids.shape[1]
-    x = (e["word_embeddings"]["embedding"][ids] + e["token_type_embeddings"]["embedding"][seg]
-         + e["position_embeddings"]["embedding"][:s][None])
+    x = (
+        e["word_embeddings"]["embedding"][ids]
+        + e["token_type_embeddings"]["embedding"][seg]
+        + e["position_embeddings"]["embedding"][:s][None]
+    )
     x = ln(x, e["LayerNorm"])
     n = cfg.num_attention_heads
     d = cfg.hidden_size // n
@@ -136,8 +148,10 @@ def _np_reference(p, ids, mask, seg, cfg):
         x = ln(dense(h, lyr["output"]["dense"]) + x, lyr["output"]["LayerNorm"])
     pooled = np.tanh(dense(x[:, 0], p["bert"]["pooler"]["dense"]))
     c = p["cls"]
-    t = ln(gelu(dense(x, c["predictions"]["transform"]["dense"])),
-           c["predictions"]["transform"]["LayerNorm"])
+    t = ln(
+        gelu(dense(x, c["predictions"]["transform"]["dense"])),
+        c["predictions"]["transform"]["LayerNorm"],
+    )
     mlm = t @ e["word_embeddings"]["embedding"].T + c["predictions"]["output_bias"]
     nsp = pooled @ c["seq_relationship"]["output_weights"].T + c["seq_relationship"]["output_bias"]
     return x, pooled, mlm, nsp
@@ -148,7 +162,8 @@ def test_matches_numpy_reference_of_original_bert(pretrain_params):
     leaves, tree = jax.tree_util.tree_flatten(pretrain_params)
     rng = np.random.default_rng(3)
     params = jax.tree_util.tree_unflatten(
-        tree, [np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32) for x in leaves])
+        tree, [np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32) for x in leaves]
+    )
     ids, mask, seg = _inputs()
     out = BertModel(CFG).apply({"params": params["bert"]}, ids, mask, seg)
     heads = BertForPreTraining(CFG).apply({"params": params}, ids, mask, seg, None)
@@ -171,8 +186,12 @@ def test_sinusoidal_positions():
     assert "position_embeddings" not in params["embeddings"]
     emb = BertModel(cfg).apply({"params": params}, ids, mask, seg)["hidden_states"][0]
     # Shifting the same tokens by one position changes their embedding (positions are used).
-    assert not np.allclose(emb[:, 1:2], BertModel(cfg).apply(
-        {"params": params}, ids[:, 1:], mask[:, 1:], seg[:, 1:])["hidden_states"][0][:, :1])
+    assert not np.allclose(
+        emb[:, 1:2],
+        BertModel(cfg).apply({"params": params}, ids[:, 1:], mask[:, 1:], seg[:, 1:])[
+            "hidden_states"
+        ][0][:, :1],
+    )
 
 
 def test_truncated_normal_init(pretrain_params):

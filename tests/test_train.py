@@ -17,8 +17,13 @@ from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 
 CFG = BertConfig(
-    vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+    vocab_size=64,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
 S, P = 16, 4
@@ -29,8 +34,9 @@ def fake_batch(batch=8, seed=0):
     ids = rng.integers(5, CFG.vocab_size, (batch, S)).astype(np.int32)
     lengths = rng.integers(S // 2, S + 1, batch)
     mask = (np.arange(S)[None] < lengths[:, None]).astype(np.int32)
-    pos = np.sort(np.stack([rng.choice(np.arange(1, S // 2), P, replace=False)
-                            for _ in range(batch)]), axis=1).astype(np.int32)
+    pos = np.sort(
+        np.stack([rng.choice(np.arange(1, S // 2), P, replace=False) for _ in range(batch)]), axis=1
+    ).astype(np.int32)
     n_real = rng.integers(1, P + 1, batch)  # a varying number of real predictions per example
     weights = (np.arange(P)[None] < n_real[:, None]).astype(np.float32)
     return {
@@ -45,9 +51,19 @@ def fake_batch(batch=8, seed=0):
 
 
 def opt_config(**kw):
-    c = ml_collections.ConfigDict(dict(
-        name="adamw", learning_rate=1e-3, warmup_steps=0, b1=0.9, b2=0.999, eps=1e-6,
-        weight_decay=0.01, grad_clip_norm=1.0, grad_accum_steps=1))
+    c = ml_collections.ConfigDict(
+        dict(
+            name="adamw",
+            learning_rate=1e-3,
+            warmup_steps=0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            weight_decay=0.01,
+            grad_clip_norm=1.0,
+            grad_accum_steps=1,
+        )
+    )
     c.update(kw)
     return c
 
@@ -81,12 +97,21 @@ def test_pmap_step_equals_jit_step_on_8_devices():
     s_jit, m_jit = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
     s_pmap, m_pmap = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))
     s_pmap, m_pmap = pmap_par.get_state(s_pmap), pmap_par.get_metrics(m_pmap)
-    for a, b in zip(jax.tree_util.tree_leaves(s_jit["params"]),
-                    jax.tree_util.tree_leaves(s_pmap["params"])):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(s_jit["params"]),
+        jax.tree_util.tree_leaves(s_pmap["params"]),
+        strict=True,
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
     # The update moved the params (so the comparison above is not of two untouched copies).
-    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
-        jax.tree_util.tree_leaves(s_jit["params"]), jax.tree_util.tree_leaves(state["params"]))]
+    moved = [
+        np.abs(np.asarray(a) - np.asarray(b)).max()
+        for a, b in zip(
+            jax.tree_util.tree_leaves(s_jit["params"]),
+            jax.tree_util.tree_leaves(state["params"]),
+            strict=True,
+        )
+    ]
     assert max(moved) > 1e-4
     np.testing.assert_allclose(m_jit["loss"], m_pmap["loss"], rtol=1e-6)
     np.testing.assert_allclose(m_jit["mlm_accuracy"], m_pmap["mlm_accuracy"], rtol=1e-6)
@@ -154,8 +179,9 @@ def test_weight_decay_skips_layernorm_and_bias():
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if not p.endswith(("__init__.py",
-                                                                            "common.py"))])
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIG_FILES if not p.endswith(("__init__.py", "common.py"))]
+)
 @pytest.mark.parametrize("arg", ["size=tiny,demo", "size=base", "size=large,seq=512"])
 def test_every_config_builds(path, arg):
     spec = importlib.util.spec_from_file_location("cfg", path)
