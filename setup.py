@@ -24,6 +24,8 @@ setup(
         "numpy>=1.26",
         _TF_CPU,
         _TF,
+        # TensorBoard event files are written through tf.summary, which needs this package.
+        "tensorboard>=2.16",
         "tensorflow-datasets>=4.9.6,<4.10",
         "importlib_resources>=6",  # imported by tensorflow-datasets 4.9.x but not declared
         "tokenizers>=0.19,<0.24",

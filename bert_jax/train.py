@@ -425,12 +425,21 @@ def train_and_evaluate(
             with open(start_file) as f:
                 results["start"] = json.load(f)
         log(f"eval @ step {results['step']}: {_fmt(results['end'])}")
+        if "start" in results:
+            log(_summary(results["start"], results["end"], results["step"]))
     writer.close()
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     results["state"] = final_state
     return results
+
+
+def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
+    rows = [f"held-out eval     {'step 0':>10} {f'step {step}':>10}"]
+    for k in ("mlm_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss"):
+        rows.append(f"{k:<17} {start[k]:>10.4f} {end[k]:>10.4f}")
+    return "\n".join(rows)
 
 
 def _check_finite(metrics: dict[str, np.ndarray], step: int) -> dict[str, float]:
