@@ -5,7 +5,7 @@ r"""Entry point: pre-train BERT with a config file.
 Rerunning the same command with the same --workdir resumes from its newest checkpoint.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:arg).")
@@ -18,6 +18,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        # Orbax and TF log every checkpoint step at INFO; the progress lines are printed instead.
+        logging.set_verbosity(logging.WARNING)
     import jax  # noqa: PLC0415
 
     if _MULTIHOST.value:

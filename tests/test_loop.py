@@ -23,8 +23,15 @@ def data_dir(tmp_path_factory):
     docs = corpus.read_wikipedia_xml(samples.fetch("enwiki"))[:12]
     text = corpus.write_text(docs, root / "corpus.txt")
     out = root / "prepared"
-    prepare.prepare(str(text), str(out), vocab_size=1000, max_seq_length=SEQ,
-                    max_predictions_per_seq=PRED, dupe_factor=2, eval_fraction=0.2)
+    prepare.prepare(
+        str(text),
+        str(out),
+        vocab_size=1000,
+        max_seq_length=SEQ,
+        max_predictions_per_seq=PRED,
+        dupe_factor=2,
+        eval_fraction=0.2,
+    )
     return str(out)
 
 
@@ -39,8 +46,16 @@ def small_config(data_dir, **train_kw):
     config.model.num_attention_heads = 2
     config.model.intermediate_size = 64
     config.model.max_position_embeddings = SEQ
-    config.train.update(batch_size=8, eval_batch_size=8, num_train_steps=8, log_every=2,
-                        eval_every=100, eval_batches=2, checkpoint_every=4, parallel="jit")
+    config.train.update(
+        batch_size=8,
+        eval_batch_size=8,
+        num_train_steps=8,
+        log_every=2,
+        eval_every=100,
+        eval_batches=2,
+        checkpoint_every=4,
+        parallel="jit",
+    )
     config.train.update(train_kw)
     config.optimizer.warmup_steps = 2
     return config
@@ -89,19 +104,29 @@ def test_workdir_holds_logs_checkpoints_results(data_dir, tmp_path):
 def test_pmap_loop_runs_on_8_devices(data_dir, tmp_path):
     res = train.train_and_evaluate(
         small_config(data_dir, parallel="pmap", num_train_steps=2, log_every=1),
-        str(tmp_path / "pmap"), log=lambda s: None)
+        str(tmp_path / "pmap"),
+        log=lambda s: None,
+    )
     assert res["step"] == 2 and np.isfinite(res["end"]["loss"])
 
 
 def test_command_line_with_overrides(data_dir, tmp_path):
     workdir = tmp_path / "cli"
     cmd = [
-        sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:size=tiny",
-        f"--workdir={workdir}", f"--config.data.dir={data_dir}",
-        f"--config.data.max_seq_length={SEQ}", f"--config.data.max_predictions_per_seq={PRED}",
-        "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
-        "--config.train.num_train_steps=3", "--config.train.log_every=1",
-        "--config.train.eval_batches=1", "--config.model.num_hidden_layers=1",
+        sys.executable,
+        "-m",
+        "bert_jax.main",
+        "--config=configs/pretrain.py:size=tiny",
+        f"--workdir={workdir}",
+        f"--config.data.dir={data_dir}",
+        f"--config.data.max_seq_length={SEQ}",
+        f"--config.data.max_predictions_per_seq={PRED}",
+        "--config.train.batch_size=8",
+        "--config.train.eval_batch_size=8",
+        "--config.train.num_train_steps=3",
+        "--config.train.log_every=1",
+        "--config.train.eval_batches=1",
+        "--config.model.num_hidden_layers=1",
         "--config.train.parallel=jit",
     ]
     root = os.path.dirname(os.path.dirname(__file__))
@@ -109,6 +134,7 @@ def test_command_line_with_overrides(data_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "step 3/3" in out.stdout
     assert json.loads((workdir / "results.json").read_text())["step"] == 3
-    bad = subprocess.run([*cmd, "--config.train.batch_sise=8"], cwd=root, capture_output=True,
-                         text=True, timeout=300)
+    bad = subprocess.run(
+        [*cmd, "--config.train.batch_sise=8"], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode != 0 and "batch_sise" in bad.stderr
