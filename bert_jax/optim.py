@@ -45,26 +45,12 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, learning-rate schedule) from the `optimizer` section of a config."""
     schedule = bert_schedule(cfg.learning_rate, cfg.warmup_steps, total_steps)
-    if cfg.name == "adamw":
-        opt = optax.adamw(
-            schedule,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            mask=decay_mask,
-        )
-    elif cfg.name == "lamb":
-        opt = optax.lamb(
-            schedule,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            mask=decay_mask,
-        )
-    else:
-        raise ValueError(f"optimizer.name={cfg.name!r}; use 'adamw' or 'lamb'.")
+    factories = {"adamw": optax.adamw, "lamb": optax.lamb}
+    if cfg.name not in factories:
+        raise ValueError(f"optimizer.name={cfg.name!r}; use one of {sorted(factories)}.")
+    opt = factories[cfg.name](
+        schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
+    )
     parts = []
     if cfg.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))

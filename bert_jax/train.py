@@ -375,48 +375,50 @@ def train_and_evaluate(
         log(f"eval @ step 0: {_fmt(start_metrics)}")
 
     batches = _train_batches(config, start_step)
-    pending, window, t_log = None, [], time.time()
+    pending, window = None, []
+    t_log, step_log = time.time(), start_step  # throughput is measured from here
     last_saved = start_step
-    for step in range(start_step, end_step):
-        state, metrics = par.train(state, par.put_batch(next(batches)))
-        # Fetch the previous step's metrics only now, while this step runs on the device.
-        if pending is not None:
-            window.append(_check_finite(jax.device_get(par.get_metrics(pending)), step))
-        pending = metrics
-        done = step + 1
-        if step == start_step:
-            log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
-            t_log, window = time.time(), []
-        elif done % t.log_every == 0 or done == end_step:
-            window.append(_check_finite(jax.device_get(par.get_metrics(pending)), done))
-            pending = None
-            elapsed = time.time() - t_log
-            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            steps_per_s = len(window) / elapsed
-            mean.update(
-                learning_rate=float(schedule(step)),
-                steps_per_sec=steps_per_s,
-                seqs_per_sec=steps_per_s * t.batch_size,
-            )
-            writer.write(done, "train", mean)
-            eta = (end_step - done) / steps_per_s
-            log(
-                f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
-                f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
-            )
-            t_log, window = time.time(), []
-        if d.eval_files and done % t.eval_every == 0 and done != end_step:
-            m = evaluate(par, state, _eval_batches(config))
-            writer.write(done, "eval", m)
-            log(f"eval @ step {done}: {_fmt(m)}")
-            t_log = time.time()  # keep evaluation time out of the throughput figures
-        if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
-            last_saved = done
+    try:
+        for step in range(start_step, end_step):
+            state, metrics = par.train(state, par.put_batch(next(batches)))
+            # Fetch the previous step's metrics only now, while this step runs on the device.
+            if pending is not None:
+                window.append(_check_finite(jax.device_get(par.get_metrics(pending)), step))
+            pending = metrics
+            done = step + 1
+            if step == start_step:
+                log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
+                t_log, step_log = time.time(), done
+            elif done % t.log_every == 0 or done == end_step:
+                window.append(_check_finite(jax.device_get(par.get_metrics(pending)), done))
+                pending = None
+                steps_per_s = (done - step_log) / (time.time() - t_log)
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                mean.update(
+                    learning_rate=float(schedule(step)),
+                    steps_per_sec=steps_per_s,
+                    seqs_per_sec=steps_per_s * t.batch_size,
+                )
+                writer.write(done, "train", mean)
+                eta = (end_step - done) / steps_per_s
+                log(
+                    f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
+                    f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
+                )
+                window, t_log, step_log = [], time.time(), done
+            if d.eval_files and done % t.eval_every == 0 and done != end_step:
+                m = evaluate(par, state, _eval_batches(config))
+                writer.write(done, "eval", m)
+                log(f"eval @ step {done}: {_fmt(m)}")
+                t_log, step_log = time.time(), done  # keep evaluation out of the throughput
+            if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
+                last_saved = done
 
-    final_state = par.get_state(state)
-    if last_saved != end_step:
-        ckpt.save(end_step, final_state, force=True)
-    ckpt.close()  # waits until the async saves are committed
+        final_state = par.get_state(state)
+        if last_saved != end_step:
+            ckpt.save(end_step, final_state, force=True)
+    finally:
+        ckpt.close()  # waits until the async saves are committed, also when a step raised
     results = {"step": int(final_state["step"])}
     if d.eval_files:
         results["end"] = evaluate(par, state, _eval_batches(config))
