@@ -31,8 +31,11 @@ setup(
         "tokenizers>=0.19,<0.24",
         "blingfire>=0.1.8,<0.2",
         "mwparserfromhell>=0.6.6,<0.8",
+        # Reading/writing Hugging Face weight files (numpy API, no torch needed).
+        "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        # transformers + torch (CPU) only prove numerical parity in tests; never a runtime need.
+        "test": ["pytest>=8", "ruff>=0.6", "transformers>=4.45,<6", "torch==2.13.0"],
     },
 )

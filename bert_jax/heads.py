@@ -96,3 +96,68 @@ class BertForPreTraining(nn.Module):
             "mlm_logits": self.cls.predictions(seq_BxSxH, self.bert.embeddings),
             "nsp_logits": self.cls.seq_relationship(out["pooled_output"]),
         }
+
+
+def _classify(config: BertConfig, x: Array, num_outputs: int, deterministic: bool) -> Array:
+    """Dropout, then the dense `classifier` layer (called inside a compact method, whose scope
+    it joins: the parameters are `classifier/kernel` and `classifier/bias`, as HF names them)."""
+    x = nn.Dropout(config.hidden_dropout_prob)(x, deterministic=deterministic)
+    return dense(config, num_outputs, "classifier")(x).astype(jnp.float32)
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled [CLS] output -> `num_labels` logits (1 for regression, e.g. STS-B)."""
+
+    config: BertConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
+        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
+        logits = _classify(self.config, out["pooled_output"], self.num_labels, deterministic)
+        return {"logits": logits}
+
+
+class BertForTokenClassification(nn.Module):
+    """Every position's last hidden state -> `num_labels` logits (NER tags)."""
+
+    config: BertConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
+        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
+        logits = _classify(self.config, out["sequence_output"], self.num_labels, deterministic)
+        return {"logits": logits}
+
+
+class BertForQuestionAnswering(nn.Module):
+    """Every position -> (start, end) span logits (SQuAD). No dropout before `qa_outputs`."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
+        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
+        logits_BxSx2 = dense(self.config, 2, "qa_outputs")(out["sequence_output"])
+        logits_BxSx2 = logits_BxSx2.astype(jnp.float32)
+        return {"start_logits": logits_BxSx2[..., 0], "end_logits": logits_BxSx2[..., 1]}
+
+
+class BertForMultipleChoice(nn.Module):
+    """Inputs [B, C, S] (C choices) -> one score per choice from the pooled output: [B, C]."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
+        b, c, s = input_ids.shape
+
+        def flat(x):
+            return None if x is None else x.reshape(b * c, s)
+
+        out = BertModel(self.config, name="bert")(
+            flat(input_ids), flat(input_mask), flat(segment_ids), deterministic
+        )
+        scores = _classify(self.config, out["pooled_output"], 1, deterministic)
+        return {"logits": scores.reshape(b, c)}
