@@ -6,6 +6,7 @@ The state is a plain dict {"step", "params", "opt_state", "rng"}: everything a b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -186,9 +187,21 @@ def resolve_parallel(mode: str) -> str:
 # --------------------------------------------------------------------------- the loop
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_file: str) -> BertConfig:
-    """BertConfig from the `model` section; vocab_size 0 is read from the vocab file."""
+# Fields of the `model` section that still apply on top of an init checkpoint's architecture.
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype")
+
+
+def model_config(
+    config: ml_collections.ConfigDict, vocab_file: str, init: BertConfig | None = None
+) -> BertConfig:
+    """BertConfig from the `model` section; vocab_size 0 is read from the vocab file.
+
+    With an init checkpoint (`init`), the architecture is the checkpoint's own; only the
+    RUN_FIELDS (dropout, compute dtype) are taken from the config.
+    """
     fields = {k: v for k, v in config.model.items() if k != "size"}
+    if init is not None:
+        fields = {**dataclasses.asdict(init), **{k: fields[k] for k in RUN_FIELDS}}
     vocab_in_file = count_vocab(vocab_file) if vocab_file else None
     if not fields["vocab_size"]:
         if vocab_in_file is None:
@@ -231,10 +244,17 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
         raise ValueError("data.train_files is empty: set it, or data.dir, or data.corpus.")
 
 
-def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Builds the data from data.corpus if asked (a no-op when built) and fills default paths."""
+def resolve_data(
+    config: ml_collections.ConfigDict, init_vocab_file: str | None = None
+) -> ml_collections.ConfigDict:
+    """Builds the data from data.corpus if asked (a no-op when built) and fills default paths.
+
+    `init_vocab_file`, the vocabulary of an init checkpoint, is used unless data.vocab_file is set:
+    continuing from released weights must tokenize with their vocabulary, not a new one.
+    """
     config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
     d = config.data
+    d.vocab_file = d.vocab_file or os.fspath(init_vocab_file or "")
     if d.corpus:
         if not d.dir:
             raise ValueError("data.corpus needs data.dir, the directory to prepare the data in.")
@@ -245,6 +265,7 @@ def resolve_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
                 d.corpus,
                 d.dir,
                 vocab_size=d.vocab_size,
+                vocab_file=d.vocab_file or None,
                 max_seq_length=d.max_seq_length,
                 max_predictions_per_seq=d.max_predictions_per_seq,
                 dupe_factor=d.dupe_factor,
@@ -329,10 +350,15 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Pre-trains in `workdir`; rerunning with the same workdir resumes. Returns results."""
-    config = resolve_data(config)
+    init = None
+    if config.init_checkpoint:
+        from bert_jax import convert  # noqa: PLC0415
+
+        init = convert.load_pretrained(config.init_checkpoint)
+    config = resolve_data(config, init.vocab_file if init else None)
     mode = resolve_parallel(config.train.parallel)
     check_config(config, jax.device_count() if mode == "pmap" else jax.process_count())
-    model_cfg = model_config(config, config.data.vocab_file)
+    model_cfg = model_config(config, config.data.vocab_file, init.config if init else None)
     model = BertForPreTraining(model_cfg)
     t = config.train
     end_step = t.stop_at_step or t.num_train_steps
@@ -344,7 +370,7 @@ def train_and_evaluate(
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    # Resume order: this workdir's newest checkpoint > fresh initialisation.
+    # Resume order: this workdir's newest checkpoint > config.init_checkpoint > fresh init.
     state = init_state(
         model, tx, jax.random.PRNGKey(t.seed), d.max_seq_length, d.max_predictions_per_seq
     )
@@ -354,6 +380,8 @@ def train_and_evaluate(
     restored = ckpt.restore(checkpoints.abstract_like(state))
     if restored is not None:
         state = restored
+    elif init is not None:
+        state = _from_init_checkpoint(state, init, tx, config.init_checkpoint, log)
     start_step = int(state["step"])
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     log(
@@ -435,6 +463,20 @@ def train_and_evaluate(
             json.dump(results, f, indent=2)
     results["state"] = final_state
     return results
+
+
+def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
+    """Params from a converted/pre-trained checkpoint; heads it lacks stay freshly initialised."""
+    from bert_jax import convert  # noqa: PLC0415
+
+    params, report = convert.merge_params(state["params"], init.params)
+    fresh = report.get("initialised fresh", [])
+    log(
+        f"init_checkpoint {path}: {len(jax.tree_util.tree_leaves(params)) - len(fresh)} tensors "
+        f"loaded; initialised fresh: {fresh or 'none'}; unused: {report.get('unused') or 'none'}"
+    )
+    # The optimizer starts anew: its moments belong to another run (or do not exist).
+    return {**state, "params": params, "opt_state": jax.jit(tx.init)(params)}
 
 
 def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:

@@ -27,6 +27,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.model = common.model_config(arg.size)
+    # Start from these weights (a Hugging Face dir, a Google TF checkpoint, or a bert-jax workdir
+    # or export; see `python -m bert_jax.convert`). Its architecture replaces the sizes in
+    # `model` (dropout and dtype still apply) and its vocab.txt is used unless data.vocab_file is
+    # set. A checkpoint in --workdir takes precedence: rerunning resumes rather than restarts.
+    config.init_checkpoint = ""
 
     config.data = ml_collections.ConfigDict()
     # If set, `prepare` builds the data below from this corpus first (a no-op when already built):
