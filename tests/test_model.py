@@ -208,3 +208,39 @@ def test_config_errors():
     ids = np.zeros((1, CFG.max_position_embeddings + 1), np.int32)
     with pytest.raises(ValueError, match="max_position_embeddings"):
         BertModel(CFG).init(jax.random.PRNGKey(0), ids)
+
+
+def test_fine_tuning_heads_shapes_and_names():
+    from bert_jax import heads
+
+    ids, mask, seg = _inputs(batch=3, seq=16)
+    rng = jax.random.PRNGKey(0)
+    cases = [
+        (heads.BertForSequenceClassification(CFG, 3), {"logits": (3, 3)}, "classifier"),
+        (heads.BertForTokenClassification(CFG, 5), {"logits": (3, 16, 5)}, "classifier"),
+        (heads.BertForQuestionAnswering(CFG), {"start_logits": (3, 16), "end_logits": (3, 16)},
+         "qa_outputs"),
+    ]  # fmt: skip
+    for model, shapes, head in cases:
+        params = model.init(rng, ids, mask, seg)["params"]
+        assert set(params) == {"bert", head}
+        out = model.apply({"params": params}, ids, mask, seg)
+        assert {k: v.shape for k, v in out.items()} == shapes
+
+
+def test_multiple_choice_scores_each_choice_independently():
+    from bert_jax import heads
+
+    ids, mask, seg = _inputs(batch=4, seq=16)
+    model = heads.BertForMultipleChoice(CFG)
+    ids_2x2, mask_2x2, seg_2x2 = (x.reshape(2, 2, 16) for x in (ids, mask, seg))
+    params = model.init(jax.random.PRNGKey(0), ids_2x2, mask_2x2, seg_2x2)["params"]
+    scores = model.apply({"params": params}, ids_2x2, mask_2x2, seg_2x2)["logits"]
+    assert scores.shape == (2, 2)
+    # Swapping the two choices of the first example swaps its scores and nothing else.
+    swapped = [x.copy() for x in (ids_2x2, mask_2x2, seg_2x2)]
+    for x in swapped:
+        x[0] = x[0][::-1]
+    scores2 = model.apply({"params": params}, *swapped)["logits"]
+    np.testing.assert_allclose(scores2[0], scores[0][::-1], atol=1e-5)
+    np.testing.assert_allclose(scores2[1], scores[1], atol=1e-5)
