@@ -143,3 +143,18 @@ def test_command_line_with_overrides(data_dir, tmp_path):
         check=False,
     )
     assert bad.returncode != 0 and "batch_sise" in bad.stderr
+
+
+def test_init_checkpoint_continues_from_another_run(data_dir, tmp_path):
+    first = train.train_and_evaluate(
+        small_config(data_dir, num_train_steps=4), str(tmp_path / "a"), log=lambda s: None
+    )
+    config = small_config(data_dir, num_train_steps=2)
+    config.init_checkpoint = str(tmp_path / "a")
+    config.model.hidden_size = 64  # ignored: the architecture is the checkpoint's
+    lines = []
+    second = train.train_and_evaluate(config, str(tmp_path / "b"), log=lines.append)
+    assert any("init_checkpoint" in line and "initialised fresh: none" in line for line in lines)
+    # Starting from the trained weights, the step-0 eval equals the first run's final eval.
+    np.testing.assert_allclose(second["start"]["loss"], first["end"]["loss"], rtol=1e-6)
+    assert second["state"]["params"]["bert"]["pooler"]["dense"]["kernel"].shape == (32, 32)

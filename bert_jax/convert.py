@@ -1,0 +1,437 @@
+r"""Import Hugging Face and original Google TF BERT checkpoints; export to HF, TF and our format.
+
+    python -m bert_jax.convert --from=PATH --to=OUT_DIR --format=hf|tf|ours
+
+PATH is a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin), a Google
+TF checkpoint (bert_config.json + bert_model.ckpt.*; a directory or the prefix), or one of our
+workdirs (config.json + checkpoints/<step>/, e.g. a pre-training run or a `--format=ours` export).
+OUT_DIR receives: hf: config.json, model.safetensors, vocab.txt, tokenizer_config.json;
+tf: bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json, vocab.txt; ours: see `save_ours`.
+
+Conversion is the table in `naming_table` and nothing else: every tensor in a file is mapped,
+or skipped for a stated reason (optimizer slots, buffers), or refused; every shape is checked
+against the checkpoint's own config; nothing is re-initialised silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from bert_jax import weights_io
+from bert_jax.checkpoint_names import (
+    config_from_hf,
+    config_from_tf,
+    config_to_hf,
+    config_to_tf,
+    heads_of,
+    make_config,
+    naming_table,
+    tensors_to_params,
+    tf_skip_reason,
+)
+from bert_jax.model import BertConfig
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A checkpoint in our terms. `params` has `bert` plus whichever of `cls`, `classifier`,
+    `qa_outputs` the file held; `heads` names them; `report` lists what was skipped and why."""
+
+    config: BertConfig
+    params: dict
+    vocab_file: pathlib.Path | None
+    lowercase: bool
+    heads: list[str]
+    report: dict
+
+
+# --------------------------------------------------------------------------- import
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}).") from e
+
+
+def _check_vocab(vocab_file: pathlib.Path | None, config: BertConfig, source: str) -> None:
+    if vocab_file is None:
+        return
+    with open(vocab_file, encoding="utf-8") as f:
+        n = sum(1 for line in f if line.rstrip("\n"))
+    # Some releases pad vocab_size beyond vocab.txt (unused rows); the reverse cannot work.
+    if n > config.vocab_size:
+        raise ValueError(
+            f"{vocab_file} has {n} tokens but {source} says vocab_size={config.vocab_size}; ids "
+            "past the embedding table would be produced. Use the vocab.txt of this checkpoint."
+        )
+
+
+def _lowercase(directory: pathlib.Path) -> tuple[bool, str]:
+    """do_lower_case from tokenizer_config.json, else guessed from the release's name."""
+    tok = directory / "tokenizer_config.json"
+    if tok.exists() and "do_lower_case" in (d := _read_json(tok)):
+        return bool(d["do_lower_case"]), f"do_lower_case in {tok.name}"
+    name = directory.resolve().name.lower()
+    if "uncased" in name:
+        return True, "'uncased' in the directory name"
+    if "cased" in name:
+        return False, "'cased' in the directory name"
+    return True, "default (no tokenizer_config.json)"
+
+
+def _load_hf(directory: pathlib.Path, strict: bool) -> Loaded:
+    config = config_from_hf(_read_json(directory / "config.json"), str(directory / "config.json"))
+    tensors, files = weights_io.read_hf_weights(directory)
+    params, report = tensors_to_params(
+        tensors,
+        "hf",
+        config,
+        str(files[0]),
+        strict=strict,
+        config_file=str(directory / "config.json"),
+    )
+    report["files"] = [str(f) for f in files]
+    vocab = directory / "vocab.txt" if (directory / "vocab.txt").exists() else None
+    _check_vocab(vocab, config, str(directory / "config.json"))
+    lowercase, why = _lowercase(directory)
+    report["lowercase"] = why
+    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+
+
+def _load_tf(prefix: str, strict: bool) -> Loaded:
+    directory = pathlib.Path(prefix).parent
+    config_file = directory / "bert_config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(
+            f"{config_file} not found: a Google TF checkpoint needs its bert_config.json "
+            f"next to {prefix}.index."
+        )
+    config, ignored = config_from_tf(_read_json(config_file), str(config_file))
+    shapes = weights_io.tf_checkpoint_shapes(prefix)
+    skipped = {k: r for k in shapes if (r := tf_skip_reason(k))}
+    tensors = weights_io.read_tf_checkpoint(prefix, [k for k in shapes if k not in skipped])
+    params, report = tensors_to_params(
+        tensors, "tf", config, prefix, strict=strict, config_file=str(config_file)
+    )
+    report["skipped"].update(skipped)
+    report["files"] = [prefix + ".index", str(config_file)]
+    if ignored:
+        report["notes"].append(f"ignored {config_file.name} keys (not used by BERT): {ignored}")
+    vocab = directory / "vocab.txt" if (directory / "vocab.txt").exists() else None
+    _check_vocab(vocab, config, str(config_file))
+    lowercase, why = _lowercase(directory)
+    report["lowercase"] = why
+    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+
+
+def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
+    cfg = _read_json(workdir / "config.json")
+    if not isinstance(cfg.get("model"), dict):
+        raise ValueError(f"{workdir / 'config.json'}: no 'model' section; not a bert_jax workdir.")
+    step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
+    fields = {k: v for k, v in cfg["model"].items() if k != "size"}
+    if not fields.get("vocab_size"):  # 0 means "count data.vocab_file": the table itself knows
+        table = raw.get("bert", {}).get("embeddings", {}).get("word_embeddings", {})
+        if "embedding" not in table:
+            raise ValueError(f"{workdir}/checkpoints/{step}: no bert/embeddings/word_embeddings.")
+        fields["vocab_size"] = int(table["embedding"].shape[0])
+    config = make_config(fields, str(workdir / "config.json"))
+    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(raw).items()}
+    source = str(workdir / "checkpoints" / str(step))
+    params, report = tensors_to_params(
+        flat, "ours", config, source, strict=strict, config_file=str(workdir / "config.json")
+    )
+    report["files"] = [str(workdir / "config.json"), source]
+    data = cfg.get("data", {}) or {}
+    vocab = _resolve_vocab(workdir, data)
+    _check_vocab(vocab, config, str(workdir / "config.json"))
+    lowercase = bool(data.get("lowercase", True))
+    report["lowercase"] = "data.lowercase in config.json" if "lowercase" in data else "default"
+    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+
+
+def _resolve_vocab(workdir: pathlib.Path, data: dict) -> pathlib.Path | None:
+    # data.vocab_file as the run saw it (relative to where it was launched), else the workdir's.
+    candidates = []
+    if data.get("vocab_file"):
+        candidates += [pathlib.Path(data["vocab_file"]), workdir / data["vocab_file"]]
+    if data.get("dir"):
+        candidates.append(pathlib.Path(data["dir"]) / "vocab.txt")
+    candidates.append(workdir / "vocab.txt")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_pretrained(path: str | os.PathLike, *, strict: bool = True) -> Loaded:
+    """Loads a HF directory, a Google TF checkpoint (directory or prefix) or a bert_jax workdir.
+
+    strict=False loads a file with tensors outside the naming table and lists them as unused.
+    """
+    p = pathlib.Path(path)
+    if p.is_dir():
+        if (p / "checkpoints").is_dir() and (p / "config.json").is_file():
+            return _load_ours(p, strict)
+        if (p / "config.json").is_file() and any(
+            (p / f).exists() for f in weights_io.HF_WEIGHT_FILES
+        ):
+            return _load_hf(p, strict)
+        if (p / "bert_config.json").is_file() or any(p.glob("*.index")):
+            prefix = weights_io.find_tf_checkpoint(p)
+            if prefix is None:
+                raise FileNotFoundError(f"{p}: bert_config.json but no TF checkpoint (*.index).")
+            return _load_tf(prefix, strict)
+    elif (prefix := weights_io.find_tf_checkpoint(p)) is not None:
+        return _load_tf(prefix, strict)
+    raise FileNotFoundError(
+        f"{p}: not a checkpoint. Expected a Hugging Face directory (config.json + "
+        "model.safetensors or pytorch_model.bin), a Google TF checkpoint (bert_config.json + "
+        "bert_model.ckpt.index/.data-*: the directory or the prefix), or a bert_jax workdir "
+        "(config.json + checkpoints/)."
+    )
+
+
+# --------------------------------------------------------------------------- init_checkpoint
+
+
+# Fields that change what the weights compute; dropout, init range and compute dtype do not.
+_ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "position_embedding_type",
+)
+
+
+def check_same_architecture(
+    config: BertConfig, loaded: BertConfig, source: str = "the checkpoint"
+) -> None:
+    """Raises if a run's model config and a checkpoint's config describe different networks.
+
+    Shapes alone miss some of these (heads, LayerNorm epsilon), so init_checkpoint checks both.
+    """
+    diff = [
+        f"{f}: model {getattr(config, f)!r} vs checkpoint {getattr(loaded, f)!r}"
+        for f in _ARCHITECTURE_FIELDS
+        if getattr(config, f) != getattr(loaded, f)
+    ]
+    if diff:
+        raise ValueError(
+            f"the model config and {source} differ ({'; '.join(diff)}); set the model fields "
+            "to the checkpoint's (Loaded.config), keeping only dropout and dtype your own."
+        )
+
+
+def merge_params(template: dict, loaded: dict) -> tuple[dict, dict]:
+    """Fills a freshly initialised param tree from loaded params (e.g. `Loaded.params`).
+
+    Every template leaf found in `loaded` is taken, with exactly the template's shape and dtype
+    (no casting); the others stay as initialised and are reported as "initialised fresh";
+    loaded leaves the template has no place for are reported as "unused".
+    """
+    import jax
+
+    t_flat, l_flat = flatten_dict(template), flatten_dict(loaded)
+    merged, taken, fresh = {}, [], []
+    for path, t in t_flat.items():
+        name = "/".join(path)
+        if path not in l_flat:
+            merged[path] = t
+            fresh.append(name)
+            continue
+        v = l_flat[path]
+        if tuple(v.shape) != tuple(t.shape) or np.dtype(v.dtype) != np.dtype(t.dtype):
+            raise ValueError(
+                f"checkpoint tensor {name} is {v.dtype}{list(v.shape)} but the model expects "
+                f"{t.dtype}{list(t.shape)}; the checkpoint was made for another configuration "
+                "(compare hidden_size, vocab_size, num_labels) or dtype."
+            )
+        # Keep the template's placement (e.g. a sharded array) for the loaded value.
+        merged[path] = jax.device_put(v, t.sharding) if isinstance(t, jax.Array) else v
+        taken.append(name)
+    unused = sorted("/".join(p) for p in l_flat if p not in t_flat)
+    report = {"loaded": taken, "initialised fresh": fresh, "unused": unused}
+    return unflatten_dict(merged), report
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_tensors(params: dict, config: BertConfig, fmt: str) -> dict[str, np.ndarray]:
+    """Our params as a flat dict under `fmt`'s names ("hf" or "tf"), in that format's layout."""
+    flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
+    # The import path checks names, shapes and completeness; reuse it on our own params.
+    tensors_to_params(flat, "ours", config, "params", strict=True)
+    out = {}
+    for n in naming_table(config):
+        if n.ours in flat:
+            transpose = n.hf_transposed if fmt == "hf" else n.tf_transposed
+            v = flat[n.ours].astype(np.float32)
+            out[getattr(n, fmt)] = np.ascontiguousarray(v.T if transpose else v)
+    return out
+
+
+def _prepare_out(out_dir: pathlib.Path, files: list[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clash = [f for f in files if (out_dir / f).exists()]
+    if clash:
+        raise FileExistsError(f"{out_dir} already holds {clash}; choose an empty directory.")
+
+
+def _copy_vocab(vocab_file, out_dir: pathlib.Path) -> None:
+    if vocab_file is not None:
+        shutil.copyfile(vocab_file, out_dir / "vocab.txt")
+
+
+def save_hf(
+    params: dict,
+    config: BertConfig,
+    out_dir: str | os.PathLike,
+    vocab_file: str | os.PathLike | None = None,
+    lowercase: bool = True,
+) -> pathlib.Path:
+    """Writes a Hugging Face directory: config.json, model.safetensors, vocab and tokenizer config.
+
+    Tensor names carry the `bert.` prefix when a head is present (BertFor* layout), none for a
+    bare encoder (BertModel layout). The MLM decoder is not written: transformers ties it to the
+    word embeddings itself.
+    """
+    out = pathlib.Path(out_dir)
+    heads = heads_of(params)
+    tensors = export_tensors(params, config, "hf")
+    if not heads:
+        tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
+    num_labels = tensors["classifier.bias"].shape[0] if "classifier.bias" in tensors else 0
+    hf_config = config_to_hf(config, heads, num_labels)
+    _prepare_out(out, ["config.json", *weights_io.HF_WEIGHT_FILES, "vocab.txt"])
+    weights_io.write_safetensors(tensors, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    if vocab_file is not None:
+        _copy_vocab(vocab_file, out)
+        tok = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lowercase,
+            "model_max_length": config.max_position_embeddings,
+        }
+        (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2) + "\n")
+    return out
+
+
+def save_tf(
+    params: dict,
+    config: BertConfig,
+    out_prefix: str | os.PathLike,
+    vocab_file: str | os.PathLike | None = None,
+) -> str:
+    """Writes a Google TF checkpoint with the original variable names, plus bert_config.json
+    (and vocab.txt) next to it. Returns the checkpoint prefix."""
+    prefix = pathlib.Path(out_prefix)
+    tensors = export_tensors(params, config, "tf")
+    tf_config = config_to_tf(config)
+    _prepare_out(prefix.parent, ["bert_config.json", prefix.name + ".index", "vocab.txt"])
+    written = weights_io.write_tf_checkpoint(tensors, str(prefix))
+    (prefix.parent / "bert_config.json").write_text(json.dumps(tf_config, indent=2) + "\n")
+    _copy_vocab(vocab_file, prefix.parent)
+    return written
+
+
+def save_ours(
+    params: dict,
+    config: BertConfig,
+    out_dir: str | os.PathLike,
+    vocab_file: str | os.PathLike | None = None,
+    lowercase: bool = True,
+) -> pathlib.Path:
+    """Writes a minimal bert_jax workdir that `load_pretrained` (and init_checkpoint) reads:
+
+    OUT_DIR/config.json       {"model": BertConfig fields, "data": {vocab_file, lowercase}}
+    OUT_DIR/vocab.txt         copy of vocab_file (if given)
+    OUT_DIR/checkpoints/0/    Orbax checkpoint of {"params": params}, as pre-training saves
+    """
+    out = pathlib.Path(out_dir)
+    export_tensors(params, config, "tf")  # validates names and shapes before writing anything
+    _prepare_out(out, ["config.json", "checkpoints", "vocab.txt"])
+    data = {"vocab_file": "vocab.txt" if vocab_file else "", "lowercase": lowercase}
+    cfg = {"model": dataclasses.asdict(config), "data": data}
+    weights_io.write_orbax_params(params, out / "checkpoints", step=0)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    _copy_vocab(vocab_file, out)
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def format_report(report: dict) -> str:
+    """The report as a few readable lines (the CLI prints this)."""
+    lines = [f"mapped {report['mapped']} tensors from {', '.join(report.get('files', []))}"]
+    for key in ("skipped", "tied", "cast"):
+        for name, why in sorted(report.get(key, {}).items()):
+            lines.append(f"  {key}: {name} ({why})")
+    for key in ("unused", "absent", "initialised fresh"):
+        for name in report.get(key, []):
+            lines.append(f"  {key}: {name}")
+    lines += [f"  note: {n}" for n in report.get("notes", [])]
+    return "\n".join(lines)
+
+
+def convert(
+    src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str, strict: bool = True
+) -> Loaded:
+    """`load_pretrained(src)`, then write it as `fmt` ("hf", "tf" or "ours") into out_dir."""
+    if fmt not in ("hf", "tf", "ours"):
+        raise ValueError(f"format={fmt!r}; use 'hf', 'tf' or 'ours'.")
+    loaded = load_pretrained(src, strict=strict)
+    out = pathlib.Path(out_dir)
+    if fmt == "hf":
+        save_hf(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase)
+    elif fmt == "tf":
+        save_tf(loaded.params, loaded.config, out / "bert_model.ckpt", loaded.vocab_file)
+    else:
+        save_ours(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase)
+    return loaded
+
+
+def _define_flags() -> None:
+    # Defined only when run as a program, so importing this module adds no flags.
+    from absl import flags
+
+    flags.DEFINE_string("from", None, "HF directory, TF checkpoint (dir or prefix) or workdir.")
+    flags.DEFINE_string("to", None, "Output directory.")
+    flags.DEFINE_enum("format", "hf", ["hf", "tf", "ours"], "Output format.")
+    flags.DEFINE_bool("strict", True, "Refuse tensors outside the naming table.")
+    flags.mark_flags_as_required(["from", "to"])
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags, logging
+
+    del argv
+    f = flags.FLAGS
+    if not f["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every step at INFO; a report follows
+    loaded = convert(f["from"].value, f.to, f.format, f.strict)
+    print(format_report(loaded.report))
+    print(
+        f"heads: {loaded.heads or ['none (encoder only)']}; lowercase={loaded.lowercase}; "
+        f"vocab: {loaded.vocab_file}; wrote {f.format} to {f.to}"
+    )
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
