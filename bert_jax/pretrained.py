@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -230,5 +231,16 @@ def from_pretrained(
             f"{loaded.vocab_file} has {tokenizer.vocab_size} tokens but the model has "
             f"vocab_size={config.vocab_size} embeddings; the vocab.txt belongs to another model."
         )
-    variables = {"params": jax.device_put(loaded.params["bert"])}
-    return tokenizer, BertModel(config), variables
+    model = BertModel(config)
+    params = loaded.params["bert"]
+    if "pooler" not in params:
+        # Hugging Face token-classification and QA saves carry no pooler. A fresh one keeps
+        # `pooled_output` defined, but its values are meaningless: say so.
+        template = model.init(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))["params"]
+        params, report = convert.merge_params(template, params)
+        warnings.warn(
+            f"{os.fspath(path)!r} has no pooler; it was initialised at random "
+            f"({report['initialised fresh']}), so pooled_output is not meaningful.",
+            stacklevel=2,
+        )
+    return tokenizer, model, {"params": jax.device_put(params)}

@@ -369,3 +369,24 @@ def test_from_pretrained_snippet_matches_transformers_on_minilm(minilm):
         for key, index in ((-1, 6), (-4, 3), ("embeddings", 0)):
             np.testing.assert_allclose(feat["layers"][key], hidden[index][i, :n], atol=1e-4)
         np.testing.assert_allclose(feat["pooled_output"], pooled[i], atol=1e-4)
+
+
+def test_from_pretrained_without_pooler_warns_and_keeps_the_encoder(tiny_hf_dir, tmp_path):
+    """HF token-classification saves have no pooler: the encoder still loads exactly."""
+    import bert_jax
+
+    transformers = pytest.importorskip("transformers", reason="transformers is test-only")
+    path, hf_model = tiny_hf_dir
+    tagger = transformers.BertForTokenClassification(hf_model.config).eval()
+    tagger.bert.load_state_dict(hf_model.state_dict(), strict=False)
+    tagger.save_pretrained(tmp_path)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((path / name).read_bytes())
+    with pytest.warns(UserWarning, match="no pooler"):
+        tok, model, params = bert_jax.from_pretrained(tmp_path)
+    enc = tok(["Hello, my dog is cute", "the cat"])
+    out = model.apply(params, **enc)
+    hidden, _ = _hf_hidden_states(hf_model, enc)
+    real = enc["input_mask"].astype(bool)
+    np.testing.assert_allclose(np.asarray(out["sequence_output"])[real], hidden[-1][real],
+                               atol=1e-5)  # fmt: skip
