@@ -1,7 +1,7 @@
 """BERT pre-training: a pure train step, its jit and pmap wrappers, and the training loop.
 
 The state is a plain dict {"step", "params", "opt_state", "rng"}: everything a bitwise resume needs
-(the data position is a pure function of data.seed and step, see `_train_batches`).
+(the data position is a pure function of data.seed and step, see `inputs.train_batches`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from bert_jax import checkpoints, losses, optim
+from bert_jax import checkpoints, inputs, losses, optim
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 from bert_jax.writers import MetricWriter
@@ -202,7 +202,7 @@ def model_config(
     fields = {k: v for k, v in config.model.items() if k != "size"}
     if init is not None:
         fields = {**dataclasses.asdict(init), **{k: fields[k] for k in RUN_FIELDS}}
-    vocab_in_file = count_vocab(vocab_file) if vocab_file else None
+    vocab_in_file = inputs.count_vocab(vocab_file) if vocab_file else None
     if not fields["vocab_size"]:
         if vocab_in_file is None:
             raise ValueError("model.vocab_size=0 needs data.vocab_file (or data.dir) to count it.")
@@ -214,11 +214,6 @@ def model_config(
             "Set it to 0 (auto)."
         )
     return BertConfig.from_dict(fields)
-
-
-def count_vocab(vocab_file: str) -> int:
-    with open(vocab_file, encoding="utf-8") as f:
-        return sum(1 for line in f if line.rstrip("\n"))
 
 
 def check_config(config: ml_collections.ConfigDict, n_devices: int):
@@ -242,90 +237,6 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             )
     if not d.train_files:
         raise ValueError("data.train_files is empty: set it, or data.dir, or data.corpus.")
-
-
-def resolve_data(
-    config: ml_collections.ConfigDict, init_vocab_file: str | None = None
-) -> ml_collections.ConfigDict:
-    """Builds the data from data.corpus if asked (a no-op when built) and fills default paths.
-
-    `init_vocab_file`, the vocabulary of an init checkpoint, is used unless data.vocab_file is set:
-    continuing from released weights must tokenize with their vocabulary, not a new one.
-    """
-    config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
-    d = config.data
-    d.vocab_file = d.vocab_file or os.fspath(init_vocab_file or "")
-    if d.corpus:
-        if not d.dir:
-            raise ValueError("data.corpus needs data.dir, the directory to prepare the data in.")
-        from bert_jax.data import prepare  # noqa: PLC0415
-
-        if jax.process_index() == 0:
-            prepare.prepare(
-                d.corpus,
-                d.dir,
-                vocab_size=d.vocab_size,
-                vocab_file=d.vocab_file or None,
-                max_seq_length=d.max_seq_length,
-                max_predictions_per_seq=d.max_predictions_per_seq,
-                dupe_factor=d.dupe_factor,
-                seed=d.seed + 12345,
-            )
-    if d.dir:
-        d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
-        d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
-        d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")
-    return config
-
-
-def _train_batches(config, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-    """This host's slice of every global batch from `start_step` on; a pure function of the seed."""
-    from bert_jax.data import pipeline  # noqa: PLC0415 (imports TensorFlow)
-
-    d = config.data
-    ds = pipeline.pretraining_dataset(
-        d.train_files,
-        batch_size=config.train.batch_size // jax.process_count(),
-        max_seq_length=d.max_seq_length,
-        max_predictions_per_seq=d.max_predictions_per_seq,
-        training=True,
-        seed=d.seed,
-        shuffle_buffer=d.shuffle_buffer,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
-    )
-    return pipeline.as_numpy(ds.skip(start_step))
-
-
-def _eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
-    from bert_jax.data import pipeline  # noqa: PLC0415
-
-    d, t = config.data, config.train
-    batch_size = t.eval_batch_size // jax.process_count()
-    ds = pipeline.pretraining_dataset(
-        d.eval_files,
-        batch_size=batch_size,
-        max_seq_length=d.max_seq_length,
-        max_predictions_per_seq=d.max_predictions_per_seq,
-        training=False,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
-    )
-    for i, batch in enumerate(pipeline.as_numpy(ds)):
-        if t.eval_batches and i >= t.eval_batches:
-            return
-        yield pad_batch(batch, batch_size)
-
-
-def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Pads a short (last) batch to `size` rows with zero rows and sets `example_weights`."""
-    n = len(batch["input_ids"])
-    out = {
-        k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-        for k, v in batch.items()
-    }
-    out["example_weights"] = (np.arange(size) < n).astype(np.float32)
-    return out
 
 
 def evaluate(par: Parallel, state: State, batches: Iterator) -> dict[str, float]:
@@ -355,7 +266,7 @@ def train_and_evaluate(
         from bert_jax import convert  # noqa: PLC0415
 
         init = convert.load_pretrained(config.init_checkpoint)
-    config = resolve_data(config, init.vocab_file if init else None)
+    config = inputs.resolve_data(config, init.vocab_file if init else None)
     mode = resolve_parallel(config.train.parallel)
     check_config(config, jax.device_count() if mode == "pmap" else jax.process_count())
     model_cfg = model_config(config, config.data.vocab_file, init.config if init else None)
@@ -395,14 +306,14 @@ def train_and_evaluate(
     writer = MetricWriter(workdir)
     start_file = os.path.join(workdir, "eval_start.json")
     if start_step == 0 and d.eval_files:
-        start_metrics = evaluate(par, state, _eval_batches(config))
+        start_metrics = evaluate(par, state, inputs.eval_batches(config))
         writer.write(0, "eval", start_metrics)
         if jax.process_index() == 0:
             with open(start_file, "w") as f:
                 json.dump(start_metrics, f)
         log(f"eval @ step 0: {_fmt(start_metrics)}")
 
-    batches = _train_batches(config, start_step)
+    batches = inputs.train_batches(config, start_step)
     pending, window = None, []
     t_log, step_log = time.time(), start_step  # throughput is measured from here
     last_saved = start_step
@@ -435,7 +346,7 @@ def train_and_evaluate(
                 )
                 window, t_log, step_log = [], time.time(), done
             if d.eval_files and done % t.eval_every == 0 and done != end_step:
-                m = evaluate(par, state, _eval_batches(config))
+                m = evaluate(par, state, inputs.eval_batches(config))
                 writer.write(done, "eval", m)
                 log(f"eval @ step {done}: {_fmt(m)}")
                 t_log, step_log = time.time(), done  # keep evaluation out of the throughput
@@ -449,7 +360,7 @@ def train_and_evaluate(
         ckpt.close()  # waits until the async saves are committed, also when a step raised
     results = {"step": int(final_state["step"])}
     if d.eval_files:
-        results["end"] = evaluate(par, state, _eval_batches(config))
+        results["end"] = evaluate(par, state, inputs.eval_batches(config))
         writer.write(results["step"], "eval", results["end"])
         if os.path.exists(start_file):
             with open(start_file) as f:
