@@ -9,11 +9,14 @@ model. Token ids are always looked up in the vocab, never hard-coded: bert-base-
 
 from __future__ import annotations
 
+import array
 import collections
+import itertools
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -29,6 +32,8 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
 MAX_INPUT_CHARS_PER_WORD = 100  # as in BERT's WordpieceTokenizer
 _TRAIN_BATCH = 1000  # sentences per batch handed to the Rust trainer
+_WORD_CACHE_LIMIT = 500_000  # distinct words SentenceEncoder keeps (~60 MB) before it starts afresh
+_WORDS_PER_CALL = 64  # words joined into one tokenizer input by SentenceEncoder
 
 
 def _configure(
@@ -152,7 +157,9 @@ def _fixed_alphabet(
 
 
 def train_wordpiece(
-    documents_or_files: Iterable[Sequence[str]] | Sequence[str | os.PathLike],
+    documents_or_files: Iterable[Sequence[str]]
+    | Callable[[], Iterable[Sequence[str]]]
+    | Sequence[str | os.PathLike],
     vocab_size: int,
     output_path: str | os.PathLike,
     *,
@@ -163,7 +170,8 @@ def train_wordpiece(
 ) -> pathlib.Path:
     """Trains a WordPiece vocab and writes it as a BERT vocab.txt; returns its path.
 
-    `documents_or_files` is either documents (lists of sentence strings) or paths of text files
+    `documents_or_files` is either documents (lists of sentence strings), a function returning a
+    fresh iterator over documents (a streamed corpus too big for memory), or paths of text files
     (one sentence per line). `output_path` is the vocab file, or a folder to hold `vocab.txt`.
     Special tokens come first, so [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. The same text
     and arguments always give the same vocab.
@@ -174,6 +182,8 @@ def train_wordpiece(
     if output_path.is_dir():
         output_path = output_path / "vocab.txt"
     source = documents_or_files
+    if callable(source):  # a corpus streamed afresh on each of the two passes
+        source = _Restartable(source)
     if isinstance(source, (str, os.PathLike)):
         source = [source]  # one file path
     documents, files = None, None
@@ -190,7 +200,8 @@ def train_wordpiece(
                 "sentence strings, or paths of existing text files."
             )
     else:
-        documents = source if isinstance(source, Sequence) else list(source)  # read twice
+        # Read twice (alphabet, then training), so a one-shot iterator is listed first.
+        documents = source if isinstance(source, (Sequence, _Restartable)) else list(source)
     tokenizer = _configure(Tokenizer(models.WordPiece(unk_token=UNK)), lowercase, strip_accents, {})
     alphabet, continuing = _fixed_alphabet(
         _sentence_batches(documents, files), tokenizer, limit_alphabet
@@ -217,3 +228,123 @@ def train_wordpiece(
     tmp.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     os.replace(tmp, output_path)
     return output_path
+
+
+class SentenceEncoder:
+    """Encodes batches of sentences into one flat id array, tokenizing each distinct word once.
+
+    BERT tokenization never crosses a plain space: the normalizer works character by character
+    and the pre-tokenizer splits on whitespace first. So tokens(" ".join(words)) is the
+    concatenation of tokens(word), and a corpus with a Zipfian vocabulary needs the Rust
+    tokenizer only for its distinct space-separated words (~5x fewer calls on Wikipedia text);
+    the rest is dictionary lookups and NumPy gathers. Tests check equality with `encode`.
+
+    `word_starts` marks the first token of each word, for whole-word masking: "wordpiece" uses
+    BERT's rule (a `##` token continues the previous word), "segmented" the space-separated words
+    of the input (a pre-segmented Chinese corpus), "none" marks every token.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, word_starts: str = "none", cache_limit: int = 0):
+        if word_starts not in ("none", "wordpiece", "segmented"):
+            raise ValueError(
+                f"word_starts={word_starts!r} must be 'none', 'wordpiece' or 'segmented'."
+            )
+        self.tokenizer = tokenizer
+        self.word_starts = word_starts
+        self.cache_limit = cache_limit or _WORD_CACHE_LIMIT
+        tokens = vocab_tokens(tokenizer)
+        self._continuation = np.array([t.startswith("##") for t in tokens], bool)
+        # Printable-ASCII words skip the Rust normalizer (about half of its cost): for them
+        # BertNormalizer only lowercases (no accents, controls, whitespace or CJK to handle).
+        self._plain, self._lowercase = None, False
+        normalizer = tokenizer.normalizer
+        if isinstance(normalizer, normalizers.BertNormalizer):
+            self._plain = Tokenizer.from_str(tokenizer.to_str())
+            self._plain.normalizer = None
+            self._lowercase = bool(normalizer.lowercase)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[str, int] = {}
+        self._ids = array.array("i")
+        self._offsets = array.array("q", [0])
+
+    def _add_words(self, words: list[str]) -> None:
+        plain = [w for w in words if w.isascii() and w.isprintable()] if self._plain else []
+        if plain:
+            other = [w for w in words if not (w.isascii() and w.isprintable())]
+            texts = [w.lower() for w in plain] if self._lowercase else plain
+            self._add_encoded(plain, texts, self._plain)
+            words = other
+        self._add_encoded(words, words, self.tokenizer)
+
+    def _add_encoded(self, words: list[str], texts: list[str], tokenizer: Tokenizer) -> None:
+        if not words:
+            return
+        # The tokenizer's cost is per call as much as per character (~15 us per input), so
+        # words go in groups joined by spaces, and token offsets tell which word each came from.
+        n = _WORDS_PER_CALL
+        groups = [" ".join(texts[i : i + n]) for i in range(0, len(texts), n)]
+        encodings = tokenizer.encode_batch(groups, add_special_tokens=False)
+        # Character positions over all groups laid end to end, each followed by one separator.
+        group_base = np.cumsum([len(g) + 1 for g in groups]) - [len(g) + 1 for g in groups]
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        word_starts = np.cumsum(lengths + 1) - lengths - 1
+        tokens_per_group = np.fromiter((len(e.ids) for e in encodings), np.int64, len(groups))
+        token_starts = np.fromiter(
+            (o[0] for e in encodings for o in e.offsets), np.int64, int(tokens_per_group.sum())
+        ) + np.repeat(group_base, tokens_per_group)
+        word_of_token = np.searchsorted(word_starts, token_starts, side="right") - 1
+        per_word = np.bincount(word_of_token, minlength=len(words))
+        base, first = len(self._ids), len(self._index)
+        self._ids.extend(itertools.chain.from_iterable(e.ids for e in encodings))
+        self._offsets.extend((base + np.cumsum(per_word)).tolist())
+        self._index.update(zip(words, range(first, first + len(words)), strict=True))
+
+    def encode(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids int32 [T], tokens per sentence int64 [N], word-start flags bool [T])."""
+        split = [s.split(" ") for s in sentences]
+        words = list(itertools.chain.from_iterable(split))
+        # Look everything up first: on a warm cache that is all (no set of all words needed).
+        index = np.fromiter(map(self._index.get, words, itertools.repeat(-1)), np.int64, len(words))
+        misses = np.flatnonzero(index < 0).tolist()
+        if misses:
+            missing = {words[i] for i in misses}
+            if len(self._index) + len(missing) > self.cache_limit:  # bounded memory
+                self._reset()
+                missing, misses = set(words), range(len(words))
+            # (Cache order is internal: the ids of a word never depend on it.)
+            self._add_words(list(missing))
+            get = self._index.__getitem__
+            index[misses] = [get(words[i]) for i in misses]
+        offsets = np.frombuffer(self._offsets, np.int64)
+        starts, lengths = offsets[index], offsets[index + 1] - offsets[index]
+        total = int(lengths.sum())
+        word_begin = np.cumsum(lengths) - lengths
+        ids = np.frombuffer(self._ids, np.int32)[
+            np.repeat(starts - word_begin, lengths) + np.arange(total, dtype=np.int64)
+        ]
+        words_per_sentence = np.fromiter(map(len, split), np.int64, len(split))
+        sentence_first_word = np.cumsum(words_per_sentence) - words_per_sentence
+        cumulative = np.concatenate([[0], np.cumsum(lengths)])
+        per_sentence = (
+            cumulative[sentence_first_word + words_per_sentence] - cumulative[sentence_first_word]
+        )
+        if self.word_starts == "segmented":
+            flags = np.zeros(total, bool)
+            flags[word_begin[lengths > 0]] = True
+        elif self.word_starts == "wordpiece":
+            flags = ~self._continuation[ids]
+        else:
+            flags = np.ones(total, bool)
+        return ids, per_sentence, flags
+
+
+class _Restartable:
+    """An iterable whose every iteration streams the corpus again from `factory()`."""
+
+    def __init__(self, factory: Callable[[], Iterable[Sequence[str]]]):
+        self._factory = factory
+
+    def __iter__(self) -> Iterator[Sequence[str]]:
+        return iter(self._factory())

@@ -56,6 +56,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 10_000
     # Seed of the data order (shuffling); the order is a pure function of it and the step.
     config.data.seed = 0
+    # Masked-LM recipe (used by `prepare`, and by the pipeline with dynamic_masking).
+    # Share of WordPiece tokens predicted (paper: 15%).
+    config.data.masked_lm_prob = 0.15
+    # What a predicted token shows, MASK/SAME/RND percent; paper Table 8 also tries 100/0/0,
+    # 80/0/20, 80/20/0, 0/20/80 and 0/0/100.
+    config.data.masking_split = "80/10/10"
+    # Whole-word masking: "none"; "wordpiece" (a word's ## pieces are masked together);
+    # "segmented" (space-separated words of a pre-segmented corpus, e.g. sample:peoples_daily).
+    config.data.whole_word_mask = "none"
+    # Sentence pairs with next-sentence prediction (BERT). False: single segments packed with
+    # whole sentences across documents, NSP labels 0 (BERT Table 5 "No NSP", RoBERTa).
+    config.data.next_sentence = True
+    # Chance that a document gets a shorter random target length (original short_seq_prob).
+    config.data.short_seq_prob = 0.1
+    # Mask in the input pipeline, a fresh mask per epoch (prepare writes unmasked records; the
+    # mask is a pure function of data.seed and the step). False: static masks x dupe_factor.
+    config.data.dynamic_masking = False
+    # Lowercase and strip accents when tokenizing (an uncased vocab).
+    config.data.lowercase = True
+    # Training TFRecord files `prepare` writes (= shards made in parallel; output depends on it).
+    config.data.num_train_files = 4
+    # Two-phase pre-training (paper: 90% of steps at seq 128, the rest at 512): from this step
+    # on, train on the phase-2 data (0: a single phase). The learning-rate schedule runs on.
+    config.data.phase2_step = 0
+    # Where `prepare` writes phase-2 data (from data.corpus, with phase 1's vocab.txt).
+    config.data.phase2_dir = ""
+    # Phase-2 TFRecords (glob); default: in data.phase2_dir.
+    config.data.phase2_train_files = ""
+    config.data.phase2_eval_files = ""
+    # Phase-2 lengths (the paper's 512 / 80).
+    config.data.phase2_max_seq_length = 512
+    config.data.phase2_max_predictions_per_seq = 80
 
     config.optimizer = ml_collections.ConfigDict()
     # "adamw" (BERT) or "lamb" (You et al., 2019, for large batches).

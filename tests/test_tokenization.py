@@ -112,3 +112,32 @@ def test_bad_vocab_files_give_clear_errors(tmp_path):
         tokenization.load_tokenizer(bad)
     with pytest.raises(FileNotFoundError, match="do not exist"):
         tokenization.train_wordpiece([tmp_path / "nope.txt"], 100, tmp_path / "v.txt")
+
+
+def test_sentence_encoder_matches_encode_word_by_word(bert_uncased):
+    """The cached-word encoder gives exactly the tokenizer's ids, on hard text too."""
+    sentences = [text for text, _ in CASES] + [
+        "  leading, trailing  and  double spaces  ",
+        "",
+        "a\u00a0non-breaking\u3000ideographic space",
+        "ΟΔΟΣ. Σίσυφος",
+        "中国 政府 发表 声明 。",
+        "x" * 60 + "." + "y" * 60,
+    ]
+    sentences = sentences * 3  # repeated words come from the cache
+    for mode in ("none", "wordpiece", "segmented"):
+        encoder = tokenization.SentenceEncoder(bert_uncased, mode, cache_limit=20)
+        ids, per_sentence, starts = encoder.encode(sentences)
+        want = [bert_uncased.encode(s, add_special_tokens=False) for s in sentences]
+        assert ids.tolist() == [i for e in want for i in e.ids]
+        assert per_sentence.tolist() == [len(e.ids) for e in want]
+        tokens = [t for e in want for t in e.tokens]
+        if mode == "wordpiece":
+            assert starts.tolist() == [not t.startswith("##") for t in tokens]
+        elif mode == "none":
+            assert starts.all()
+    # "segmented": a word is a space-separated unit, e.g. 中国 -> 中, 国 as one word.
+    _, _, starts = tokenization.SentenceEncoder(bert_uncased, "segmented").encode(["中国 政府"])
+    assert starts.tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="word_starts"):
+        tokenization.SentenceEncoder(bert_uncased, "chinese")

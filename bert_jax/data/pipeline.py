@@ -1,16 +1,23 @@
 """tf.data input for pre-training: TFRecords of the original create_pretraining_data.py format.
 
 Training input is a pure function of (files, seed, shard): rebuilding the pipeline yields the same
-batches in the same order, so a trainer resumes exactly with `ds.skip(steps_done)`.
+batches in the same order, so a trainer resumes exactly with `ds.skip(steps_done)`. With
+`dynamic_masking`, unmasked records (prepare --dynamic_masking) are masked per batch, the mask a
+pure function of (seed, shard, batch index) too (see dynamic.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from bert_jax.data import dynamic
+from bert_jax.data.masking import MaskingConfig
 
 FEATURE_NAMES = (
     "input_ids",
@@ -54,24 +61,49 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
     return files
 
 
-def check_record_lengths(path: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
-    """Reads the first record of `path` and checks its lengths against the requested ones."""
+def record_features(path: str) -> dict[str, int]:
+    """Feature name -> number of values, from the first record of `path` ({} if empty)."""
     for raw in tf.data.TFRecordDataset(path).take(1):
         example = tf.train.Example.FromString(raw.numpy())
         found = {}
-        for name in feature_spec(max_seq_length, max_predictions_per_seq):
-            if name not in example.features.feature:
-                raise ValueError(
-                    f"{path} lacks feature {name!r}; is it a pre-training file of the original "
-                    f"format (features {list(FEATURE_NAMES)})?"
-                )
-            feature = example.features.feature[name]
+        for name, feature in example.features.feature.items():
             kind = feature.WhichOneof("kind")
             found[name] = len(getattr(feature, kind).value) if kind else 0
-        seq, pred = found["input_ids"], found["masked_lm_positions"]
-        if (seq, pred) != (max_seq_length, max_predictions_per_seq):
-            found = f"holds sequences of length {seq} with {pred} predictions"
-            raise ValueError(_length_error(path, max_seq_length, max_predictions_per_seq, found))
+        return found
+    return {}
+
+
+def check_record_lengths(
+    path: str, max_seq_length: int, max_predictions_per_seq: int, dynamic_masking: bool = False
+) -> dict[str, int]:
+    """Checks the first record of `path` against the requested lengths; returns its features."""
+    found = record_features(path)
+    if not found:
+        return found
+    needed = ("input_ids", "input_mask", "segment_ids", "next_sentence_labels")
+    missing = [name for name in needed if name not in found]
+    if missing:
+        raise ValueError(
+            f"{path} lacks features {missing}; is it a pre-training file of the original "
+            f"format (features {list(FEATURE_NAMES)})?"
+        )
+    masked = "masked_lm_positions" in found
+    if dynamic_masking and masked:
+        raise ValueError(
+            f"{path} holds statically masked instances, but dynamic_masking was requested: its "
+            "tokens already contain [MASK]. Prepare the data with dynamic_masking=True "
+            "(unmasked records), or turn dynamic masking off."
+        )
+    if not dynamic_masking and not masked:
+        raise ValueError(
+            f"{path} holds unmasked instances (prepared with dynamic_masking=True); pass "
+            "dynamic_masking=<MaskingConfig> (config: data.dynamic_masking=True) to mask them."
+        )
+    seq, pred = found["input_ids"], found.get("masked_lm_positions", max_predictions_per_seq)
+    if (seq, pred) != (max_seq_length, max_predictions_per_seq):
+        text = f"holds sequences of length {seq} with {pred} predictions"
+        raise ValueError(_length_error(path, max_seq_length, max_predictions_per_seq, text))
+    return found
 
 
 def _length_error(where: str, max_seq_length: int, max_predictions_per_seq: int, found: str) -> str:
@@ -93,12 +125,16 @@ def pretraining_dataset(
     shuffle_buffer: int = 10_000,
     shard_index: int = 0,
     num_shards: int = 1,
+    dynamic_masking: MaskingConfig | None = None,
+    vocab_file: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of parsed features: int32 arrays, float32 weights, next_sentence_labels [batch].
 
     Files are sorted and split among `num_shards` hosts (by file when there are enough files,
     else by record). Training: seeded shuffles, endless, full batches only. Eval: file order,
-    one pass, a final partial batch.
+    one pass, a final partial batch. `dynamic_masking` (with the data's `vocab_file`) masks
+    unmasked records afresh per batch; its max_predictions_per_seq is replaced by this
+    function's, which sets the output shape.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} is not in [0, num_shards={num_shards}).")
@@ -111,8 +147,27 @@ def pretraining_dataset(
     # Fail now with a readable message rather than deep inside an iterator. Only the first
     # records of a few files: opening thousands of remote files up front would be slow, and
     # `as_numpy` turns a later mismatch into the same kind of message.
+    dynamic_on = dynamic_masking is not None
+    found = {}
     for path in files[:_FILES_CHECKED]:
-        check_record_lengths(path, max_seq_length, max_predictions_per_seq)
+        found = (
+            check_record_lengths(path, max_seq_length, max_predictions_per_seq, dynamic_on) or found
+        )
+    masker = None
+    if dynamic_on:
+        if not vocab_file:
+            raise ValueError("dynamic_masking needs vocab_file (the vocab.txt of the data).")
+        config = dataclasses.replace(
+            dynamic_masking, max_predictions_per_seq=max_predictions_per_seq
+        )
+        if config.whole_word == "segmented" and "word_starts" not in found:
+            raise ValueError(
+                f"whole_word='segmented' needs word boundaries, but {files[0]} has no "
+                "'word_starts' feature; prepare the data with whole_word_mask='segmented' and "
+                "dynamic_masking=True."
+            )
+        vocab = dynamic.VocabInfo.from_vocab_file(vocab_file)
+        masker = dynamic.make_masker(config, vocab, seed, shard_index)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -130,6 +185,10 @@ def pretraining_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     spec = feature_spec(max_seq_length, max_predictions_per_seq)
+    if dynamic_on:
+        spec = {k: v for k, v in spec.items() if not k.startswith("masked_lm")}
+        if "word_starts" in found and dynamic_masking.whole_word != "none":
+            spec["word_starts"] = tf.io.FixedLenFeature([max_seq_length], tf.int64)
 
     def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         # Parsing a whole batch at once is much faster than record by record.
@@ -141,6 +200,9 @@ def pretraining_dataset(
         return out
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if masker is not None:
+        # The batch index (after batching, before any skip) seeds the mask of that batch.
+        ds = ds.enumerate().map(masker, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -164,3 +226,63 @@ def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
             where, found = "A record of the input files", "has other lengths"
             raise ValueError(_length_error(where, seq, pred, found) + f" ({e.message})") from e
         yield batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of pre-training data, used from `first_step` on (paper: 128 then 512)."""
+
+    first_step: int
+    train_files: str
+    eval_files: str
+    max_seq_length: int
+    max_predictions_per_seq: int
+
+
+def phases(data_config) -> list[Phase]:
+    """The data phases of a config's `data` section: one, or two when data.phase2_step > 0.
+
+    Phase 2 reads data.phase2_train_files / phase2_eval_files, by default the files `prepare`
+    writes into data.phase2_dir.
+    """
+    d = data_config
+    out = [Phase(0, d.train_files, d.eval_files, d.max_seq_length, d.max_predictions_per_seq)]
+    step = d.get("phase2_step", 0) if hasattr(d, "get") else 0
+    if step:
+        folder = d.get("phase2_dir", "")
+        train = d.get("phase2_train_files", "") or (
+            folder and os.path.join(folder, "train-*.tfrecord")
+        )
+        evals = d.get("phase2_eval_files", "") or (folder and os.path.join(folder, "eval.tfrecord"))
+        if not train:
+            raise ValueError(
+                f"data.phase2_step={step} needs data.phase2_dir (or data.phase2_train_files): "
+                "the data of the second phase, e.g. prepared with max_seq_length=512."
+            )
+        out.append(
+            Phase(step, train, evals, d.phase2_max_seq_length, d.phase2_max_predictions_per_seq)
+        )
+    return out
+
+
+def phase_at(all_phases: Sequence[Phase], step: int) -> Phase:
+    """The phase in effect at `step`."""
+    return [p for p in all_phases if p.first_step <= step][-1]
+
+
+def phased_batches(
+    all_phases: Sequence[Phase], start_step: int, make_batches: Callable[[Phase, int], Iterator]
+) -> Iterator:
+    """Batches for steps start_step, start_step + 1, ..., switching phase at each first_step.
+
+    `make_batches(phase, skip)` returns the phase's batch iterator with its first `skip` batches
+    skipped (a phase's data starts from its own beginning at its first step, so resuming at step
+    s of a phase that began at f skips s - f of them).
+    """
+    for i, phase in enumerate(all_phases):
+        end = all_phases[i + 1].first_step if i + 1 < len(all_phases) else None
+        if end is not None and start_step >= end:
+            continue
+        begin = max(start_step, phase.first_step)
+        batches = make_batches(phase, begin - phase.first_step)
+        yield from batches if end is None else itertools.islice(batches, end - begin)

@@ -1,14 +1,22 @@
-"""Corpus -> WordPiece vocab -> pre-training TFRecords, in one idempotent step.
+"""Corpus -> WordPiece vocab -> pre-training TFRecords, in one idempotent, resumable step.
 
     python -m bert_jax.data.prepare --corpus=sample:enwiki --output_dir=data/enwiki_128
 
 writes into output_dir: vocab.txt, train-0000K-of-0000N.tfrecord, eval.tfrecord (from held-out
 documents, so eval text is unseen) and stats.json. Re-running with the same arguments returns at
-once; the output appears all at once (built in a temporary folder, then renamed).
+once; the output appears all at once (built in `.<name>.partial`, then renamed). An interrupted
+run keeps its finished shards there and the same command continues from them.
+
+Corpora: sample:<name> (enwiki, lee_background, peoples_daily), a text file (one sentence per
+line, blank line between documents; .gz/.bz2 too), a MediaWiki XML dump, JSON Lines with a "text"
+field, or tfds:<name>[:split] (see tfds_corpus.py). Ablation options: --masking_split (paper
+Table 8), --whole_word_mask, --masked_lm_prob, --nonext_sentence, --dynamic_masking (records
+without masks; the input pipeline masks them afresh every epoch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,14 +28,32 @@ from absl import app, flags
 
 from bert_jax import tokenization
 from bert_jax.data import corpus as corpus_lib
-from bert_jax.data import pretraining
+from bert_jax.data import instances, masking, pretraining, streaming
 
-_VERSION = 1  # bump when the output for the same arguments changes; forces a rebuild
+_VERSION = 2  # bump when the output for the same arguments changes; forces a rebuild
 
 
 def _file_sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+@contextlib.contextmanager
+def _lock(path: pathlib.Path):
+    """Keeps two prepare() runs from building the same output at once (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise RuntimeError(
+                f"Another process is preparing {path.parent}; wait for it or remove {path}."
+            ) from e
+        yield
 
 
 def prepare(
@@ -45,12 +71,29 @@ def prepare(
     eval_fraction: float = 0.05,
     num_train_files: int = 4,
     seed: int = 12345,
+    masking_split: str = "80/10/10",
+    whole_word_mask: str = "none",
+    next_sentence: bool = True,
+    dynamic_masking: bool = False,
+    num_workers: int = 0,
+    chunk_chars: int = streaming.DEFAULT_CHUNK_CHARS,
 ) -> dict:
-    """Builds (or finds already built) the pre-training data of `corpus`; returns stats.json."""
+    """Builds (or finds already built) the pre-training data of `corpus`; returns stats.json.
+
+    `dynamic_masking` writes unmasked records (no masked_lm_* features; a `word_starts` feature
+    with whole-word masking) for `pipeline.pretraining_dataset(dynamic_masking=...)`.
+    `num_workers` (0: one per core) and `chunk_chars` (memory per worker) do not change the
+    output; the seed and num_train_files (the shards) do.
+    """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction={eval_fraction} must be in [0, 1).")
     if num_train_files < 1:
         raise ValueError(f"num_train_files={num_train_files} must be at least 1.")
+    recipe = pretraining.RecipeConfig(max_seq_length, short_seq_prob, dupe_factor, next_sentence)
+    mask_cfg = masking.MaskingConfig.from_split(
+        masking_split, masked_lm_prob=masked_lm_prob,
+        max_predictions_per_seq=max_predictions_per_seq, whole_word=whole_word_mask,
+    )  # fmt: skip
     args = {
         "version": _VERSION,
         "corpus": os.fspath(corpus),
@@ -66,6 +109,10 @@ def prepare(
         "eval_fraction": eval_fraction,
         "num_train_files": num_train_files,
         "seed": seed,
+        "masking_split": masking_split,
+        "whole_word_mask": whole_word_mask,
+        "next_sentence": next_sentence,
+        "dynamic_masking": dynamic_masking,
     }
     out = pathlib.Path(output_dir)
     stats_file = out / "stats.json"
@@ -85,86 +132,146 @@ def prepare(
             f"{out} is not empty and has no stats.json, so it is not data made by prepare(); "
             "choose an empty or new output_dir."
         )
-
-    start = time.time()
-    documents = corpus_lib.read_documents(corpus)
-    # At least 2 eval documents: a random next sentence must come from another document.
-    n_eval = 0 if eval_fraction == 0 else max(2, round(len(documents) * eval_fraction))
-    if len(documents) - n_eval < 2:
-        raise ValueError(
-            f"Corpus {corpus!r} has {len(documents)} documents; {n_eval} go to eval and at least "
-            "2 must remain for training. Use a bigger corpus or eval_fraction=0."
-        )
-    train_docs, eval_docs = (
-        documents[: len(documents) - n_eval],
-        documents[len(documents) - n_eval :],
-    )
-
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        vocab_path = tmp / "vocab.txt"
-        if vocab_file:
-            shutil.copyfile(vocab_file, vocab_path)
-        else:  # trained on training documents only, so eval text stays unseen
-            tokenization.train_wordpiece(train_docs, vocab_size, vocab_path, lowercase=lowercase)
-        tokenizer = tokenization.load_tokenizer(vocab_path, lowercase=lowercase)
-        common = {
-            "max_seq_length": max_seq_length,
-            "max_predictions_per_seq": max_predictions_per_seq,
-            "masked_lm_prob": masked_lm_prob,
-            "short_seq_prob": short_seq_prob,
-        }
-        train_files = [
-            f"train-{i:05d}-of-{num_train_files:05d}.tfrecord" for i in range(num_train_files)
-        ]
-        train_stats = pretraining.create_pretraining_data(
-            train_docs, tokenizer, [tmp / f for f in train_files], dupe_factor=dupe_factor,
-            seed=seed, **common,
+    work = out.parent / f".{out.name}.partial"
+    if work.exists():
+        found = work / "args.json"
+        if not found.exists() or json.loads(found.read_text()) != args:
+            shutil.rmtree(work)  # left by a run with other arguments: nothing to reuse
+    work.mkdir(exist_ok=True)
+    with _lock(work / "lock"):
+        (work / "args.json").write_text(json.dumps(args))
+        stats = _build(
+            corpus, work, args, recipe, mask_cfg, vocab_file=vocab_file,
+            num_workers=num_workers, chunk_chars=chunk_chars,
         )  # fmt: skip
-        eval_stats = None
-        if eval_docs:
-            # One pass: eval needs unseen text, not several maskings of it.
-            eval_stats = pretraining.create_pretraining_data(
-                eval_docs, tokenizer, [tmp / "eval.tfrecord"], dupe_factor=1, seed=seed + 1,
-                **common,
-            )  # fmt: skip
-        corpus_counts = corpus_lib.corpus_stats(documents)
-        instances = train_stats["instances"] + (eval_stats["instances"] if eval_stats else 0)
-        seconds = time.time() - start
-        stats = {
-            "args": args,
-            "summary": (
-                f"{corpus_counts['documents']} documents, {corpus_counts['sentences']} "
-                f"sentences, {instances} instances, vocab size {tokenizer.get_vocab_size()}, "
-                f"{seconds:.1f} s"
-            ),
-            "corpus": corpus_counts,
-            "vocab_size": tokenizer.get_vocab_size(),
-            "train_files": train_files,
-            "eval_file": "eval.tfrecord" if eval_stats else None,
-            "train": train_stats,
-            "eval": eval_stats,
-            "seconds": seconds,
-        }
+        for name in ("args.json", "lock", "corpus.txt", "corpus.txt.counts.json"):
+            (work / name).unlink(missing_ok=True)
+        for done in work.glob("*.done.json"):
+            done.unlink()
         # stats.json is written last: its presence marks a complete output.
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(work, out)
     print(f"{out}: prepared {stats['summary']}.")
     return stats
+
+
+def _build(corpus, work, args, recipe, mask_cfg, *, vocab_file, num_workers, chunk_chars) -> dict:
+    start = time.time()
+    text_file, convert_counts = corpus_lib.to_text_file(
+        corpus, work / "corpus.txt", workers=num_workers or os.cpu_count() or 1
+    )
+    offsets = streaming.document_offsets(text_file)
+    n_docs = len(offsets) - 1
+    eval_fraction, num_files = args["eval_fraction"], args["num_train_files"]
+    # At least 2 eval documents: a random next sentence must come from another document.
+    n_eval = 0 if eval_fraction == 0 else max(2, round(n_docs * eval_fraction))
+    n_train = n_docs - n_eval
+    if n_train < 2:
+        raise ValueError(
+            f"Corpus {corpus!r} has {n_docs} documents; {n_eval} go to eval and at least 2 "
+            "must remain for training. Use a bigger corpus or eval_fraction=0."
+        )
+    min_docs = 2 if recipe.next_sentence else 1
+    vocab_path = work / "vocab.txt"
+    if vocab_file:
+        shutil.copyfile(vocab_file, vocab_path)
+    elif not vocab_path.exists():  # trained on training documents only: eval text stays unseen
+        end = int(offsets[n_train])
+        tokenization.train_wordpiece(
+            lambda: streaming.iter_documents(text_file, 0, end, streaming.new_read_counts()),
+            args["vocab_size"], work / "vocab.tmp", lowercase=args["lowercase"],
+        )  # fmt: skip
+        os.replace(work / "vocab.tmp", vocab_path)
+    common = {
+        "text_file": os.fspath(text_file), "vocab_file": os.fspath(vocab_path),
+        "lowercase": args["lowercase"], "masking": mask_cfg,
+        "unmasked": args["dynamic_masking"], "chunk_chars": chunk_chars,
+    }  # fmt: skip
+    train_files = [f"train-{i:05d}-of-{num_files:05d}.tfrecord" for i in range(num_files)]
+    ranges = streaming.plan_shards(offsets, n_train, num_files, min_docs)
+    jobs = [
+        streaming.ShardJob(
+            start=a,
+            end=b,
+            output=os.fspath(work / name),
+            shard=i,
+            seed=args["seed"],
+            recipe=recipe,
+            **common,
+        )  # fmt: skip
+        for i, (name, (a, b)) in enumerate(zip(train_files, ranges, strict=True))
+    ]
+    if n_eval:
+        # One pass: eval needs unseen text, not several maskings of it.
+        eval_recipe = pretraining.RecipeConfig(
+            recipe.max_seq_length, recipe.short_seq_prob, 1, recipe.next_sentence
+        )
+        jobs.append(
+            streaming.ShardJob(
+                start=int(offsets[n_train]), end=int(offsets[-1]),
+                output=os.fspath(work / "eval.tfrecord"), shard=0, seed=args["seed"] + 1,
+                recipe=eval_recipe, **common,
+            )
+        )  # fmt: skip
+    results = streaming.run_shards(jobs, num_workers)
+    train_counts = _sum([results[j.output] for j in jobs[:num_files]])
+    eval_counts = _sum([results[jobs[-1].output]]) if n_eval else None
+    corpus_counts = _sum([train_counts] + ([eval_counts] if eval_counts else []))
+    corpus_counts = {
+        k: corpus_counts[k]
+        for k in ("documents", "sentences", "empty_documents", "empty_sentences",
+                  "one_sentence_documents", *streaming.READ_COUNTS)
+    }  # fmt: skip
+    corpus_counts.update(convert_counts)
+    tokenizer = tokenization.load_tokenizer(vocab_path, lowercase=args["lowercase"])
+    n_instances = train_counts["instances"] + (eval_counts["instances"] if eval_counts else 0)
+    seconds = time.time() - start
+    return {
+        "args": args,
+        "summary": (
+            f"{corpus_counts['documents']} documents, {corpus_counts['sentences']} sentences, "
+            f"{n_instances} instances, vocab size {tokenizer.get_vocab_size()}, {seconds:.1f} s"
+        ),
+        "corpus": corpus_counts,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "train_files": train_files,
+        "eval_file": "eval.tfrecord" if n_eval else None,
+        "train": instances.summarize(train_counts),
+        "eval": instances.summarize(eval_counts) if eval_counts else None,
+        "shards": [results[j.output] for j in jobs[:num_files]],
+        "seconds": seconds,
+        "instances_per_second": n_instances / max(seconds, 1e-9),
+    }
+
+
+def _sum(parts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+# Config fields (configs/pretrain.py, `data` section) that map one-to-one onto prepare() options.
+CONFIG_OPTIONS = (
+    "masked_lm_prob", "masking_split", "whole_word_mask", "next_sentence", "dynamic_masking",
+    "short_seq_prob", "lowercase", "num_train_files",
+)  # fmt: skip
+
+
+def options_from_config(data_config) -> dict:
+    """The prepare() keyword arguments that a config's `data` section sets (those present)."""
+    return {k: data_config[k] for k in CONFIG_OPTIONS if k in data_config}
 
 
 def _define_flags() -> None:
     # Defined only when run as a script: importing this module (train.py does) must not add
     # flags that could clash with the importing program's own.
     d = flags
-    d.DEFINE_string("corpus", "sample:enwiki", "sample:<name> or a corpus file path.")
+    d.DEFINE_string("corpus", "sample:enwiki", "sample:<name>, tfds:<name>, or a corpus file.")
     d.DEFINE_string("output_dir", None, "Folder to create.", required=True)
     d.DEFINE_integer("vocab_size", 8000, "WordPiece vocab size to train.")
     d.DEFINE_string("vocab_file", None, "Use this vocab.txt instead of training one.")
@@ -172,11 +279,19 @@ def _define_flags() -> None:
     d.DEFINE_integer("max_seq_length", 128, "Tokens per instance, [CLS]/[SEP] included.")
     d.DEFINE_integer("max_predictions_per_seq", 20, "Cap on masked LM predictions.")
     d.DEFINE_float("masked_lm_prob", 0.15, "Share of tokens to predict.")
+    d.DEFINE_string("masking_split", "80/10/10", "MASK/SAME/RND percentages (paper Table 8).")
+    d.DEFINE_enum("whole_word_mask", "none", list(masking.WHOLE_WORD_MODES),
+                  "Mask whole words: 'wordpiece' (## pieces) or 'segmented' (space-separated "
+                  "words of a pre-segmented corpus, e.g. sample:peoples_daily).")  # fmt: skip
+    d.DEFINE_boolean("next_sentence", True, "Sentence pairs + NSP; false: packed single segments.")
+    d.DEFINE_boolean("dynamic_masking", False, "Write unmasked records (mask in the pipeline).")
     d.DEFINE_float("short_seq_prob", 0.1, "Chance that a document gets a short target length.")
     d.DEFINE_integer("dupe_factor", 5, "Passes over the training corpus, new masks each time.")
     d.DEFINE_float("eval_fraction", 0.05, "Share of documents (the last ones) held out for eval.")
-    d.DEFINE_integer("num_train_files", 4, "Training TFRecord files (round-robin).")
+    d.DEFINE_integer("num_train_files", 4, "Training TFRecord files (= shards).")
     d.DEFINE_integer("seed", 12345, "Seed of all randomness.")
+    d.DEFINE_integer("num_workers", 0, "Worker processes (0: one per core); output unchanged.")
+    d.DEFINE_integer("chunk_chars", streaming.DEFAULT_CHUNK_CHARS, "Characters per chunk.")
 
 
 def main(argv: list[str]) -> None:
@@ -184,20 +299,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments {argv[1:]}; use --flag=value.")
     f = flags.FLAGS
     prepare(
-        f.corpus,
-        f.output_dir,
-        vocab_size=f.vocab_size,
-        vocab_file=f.vocab_file,
-        lowercase=f.lowercase,
-        max_seq_length=f.max_seq_length,
-        max_predictions_per_seq=f.max_predictions_per_seq,
-        masked_lm_prob=f.masked_lm_prob,
-        short_seq_prob=f.short_seq_prob,
-        dupe_factor=f.dupe_factor,
-        eval_fraction=f.eval_fraction,
-        num_train_files=f.num_train_files,
-        seed=f.seed,
-    )
+        f.corpus, f.output_dir, vocab_size=f.vocab_size, vocab_file=f.vocab_file,
+        lowercase=f.lowercase, max_seq_length=f.max_seq_length,
+        max_predictions_per_seq=f.max_predictions_per_seq, masked_lm_prob=f.masked_lm_prob,
+        short_seq_prob=f.short_seq_prob, dupe_factor=f.dupe_factor, eval_fraction=f.eval_fraction,
+        num_train_files=f.num_train_files, seed=f.seed, masking_split=f.masking_split,
+        whole_word_mask=f.whole_word_mask, next_sentence=f.next_sentence,
+        dynamic_masking=f.dynamic_masking, num_workers=f.num_workers, chunk_chars=f.chunk_chars,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

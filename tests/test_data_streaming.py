@@ -1,0 +1,179 @@
+"""Streaming prepare(): bad input, interruption and resume, chunking, memory, phases."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert_jax import tokenization
+from bert_jax.data import corpus, pipeline, prepare, streaming
+from configs import pretrain
+
+
+@pytest.fixture(scope="module")
+def enwiki_text():
+    return corpus.sample_text_file("enwiki")
+
+
+@pytest.fixture(scope="module")
+def small_vocab(enwiki_text, tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    docs = corpus.read_text(enwiki_text)[:20]
+    return str(tokenization.train_wordpiece(docs, 2000, path))
+
+
+def _lines(path):
+    return path.read_bytes().split(b"\n")
+
+
+def test_bad_input_is_counted_not_fatal(enwiki_text, small_vocab, tmp_path):
+    good = corpus.read_text(enwiki_text)[:12]
+    raw = b"\n\n".join("\n".join(doc).encode() for doc in good)
+    bad = [
+        b"\n\n\n   \n\t\n",  # runs of blank and whitespace-only lines: no empty documents
+        b"A lone sentence that is a whole document.",  # one-sentence document
+        b"\n\nCaf\xe9 au lait \xff\xfe is not UTF-8. Still a fine sentence.\nSecond line.",
+        b"\n\nControl\x00 chars\x07 and \x1b[31m escapes.\nAnother line\x7f here.",
+        b"\n\n" + b"word " * 210_000 + b"end.",  # a 1 MB line without sentence breaks
+        b"\n\n\x00\x01\x02",  # a document of nothing but control characters
+        b"\n\nWindows line ends.\r\nSecond line.\r\n",
+    ]
+    path = tmp_path / "bad.txt"
+    path.write_bytes(raw + b"\n\n" + b"".join(bad) + b"\n\n" + raw)
+    stats = prepare.prepare(
+        str(path), tmp_path / "out", vocab_file=small_vocab, max_seq_length=64,
+        max_predictions_per_seq=10, dupe_factor=1, eval_fraction=0, num_train_files=2,
+        num_workers=1,
+    )  # fmt: skip
+    c = stats["corpus"]
+    assert c["invalid_utf8_lines"] == 1 and c["control_char_lines"] == 3
+    assert c["long_lines"] == 1 and c["empty_documents"] == 1
+    assert c["one_sentence_documents"] >= 1
+    assert c["documents"] == 24 + 5  # the control-only document is empty and dropped
+    ds = pipeline.pretraining_dataset(
+        str(tmp_path / "out" / "train-*"), batch_size=100_000, max_seq_length=64,
+        max_predictions_per_seq=10, training=False,
+    )  # fmt: skip
+    n = sum(len(b["input_ids"]) for b in pipeline.as_numpy(ds))
+    assert n == stats["train"]["instances"] > 100
+
+
+def test_interrupted_prepare_keeps_finished_shards_and_resumes(enwiki_text, small_vocab, tmp_path):
+    text = corpus.write_text(corpus.read_text(enwiki_text)[:16], tmp_path / "c.txt")
+    kwargs = dict(vocab_file=small_vocab, max_seq_length=64, max_predictions_per_seq=10,
+                  dupe_factor=2, num_train_files=3, num_workers=1)  # fmt: skip
+    real = streaming.run_shard
+    calls = []
+
+    def crash_on_second(job):
+        calls.append(job.output)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return real(job)
+
+    streaming.run_shard = crash_on_second
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare.prepare(str(text), tmp_path / "out", **kwargs)
+    finally:
+        streaming.run_shard = real
+    work = tmp_path / ".out.partial"
+    done = sorted(p.name for p in work.glob("*.done.json"))
+    assert len(done) == 1 and not (tmp_path / "out").exists()
+    finished = work / done[0].removesuffix(".done.json")
+    mtime = finished.stat().st_mtime_ns
+    stats = prepare.prepare(str(text), tmp_path / "out", **kwargs)  # the same command resumes
+    assert (tmp_path / "out" / finished.name).stat().st_mtime_ns == mtime  # not redone
+    fresh = prepare.prepare(str(text), tmp_path / "fresh", **kwargs)
+    timing = {"worker_seconds"}
+    assert {k: v for k, v in stats["train"].items() if k not in timing} == {
+        k: v for k, v in fresh["train"].items() if k not in timing
+    }
+    for name in stats["train_files"] + ["eval.tfrecord"]:
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
+def test_small_chunks_and_dynamic_masking_records(enwiki_text, small_vocab, tmp_path):
+    text = corpus.write_text(corpus.read_text(enwiki_text)[:30], tmp_path / "c.txt")
+    stats = prepare.prepare(
+        str(text), tmp_path / "out", vocab_file=small_vocab, max_seq_length=64,
+        max_predictions_per_seq=10, dupe_factor=2, num_train_files=2, num_workers=1,
+        chunk_chars=50_000, dynamic_masking=True, whole_word_mask="wordpiece",
+    )  # fmt: skip
+    assert all(s["chunks"] > 2 for s in stats["shards"])  # streamed in several chunks
+    assert stats["train"]["predictions"] == 0  # unmasked: the pipeline masks
+    found = pipeline.record_features(str(tmp_path / "out" / stats["train_files"][0]))
+    assert sorted(found) == sorted(
+        ["input_ids", "input_mask", "segment_ids", "next_sentence_labels", "word_starts"]
+    )
+    config = pretrain.get_config("size=tiny")
+    config.data.whole_word_mask = "wordpiece"
+    from bert_jax.data import masking
+
+    ds = pipeline.pretraining_dataset(
+        str(tmp_path / "out" / "train-*"), batch_size=64, max_seq_length=64,
+        max_predictions_per_seq=10, training=True, dynamic_masking=masking.masking_config(
+            config.data), vocab_file=str(tmp_path / "out" / "vocab.txt"),
+    )  # fmt: skip
+    batch = next(pipeline.as_numpy(ds))
+    assert batch["masked_lm_weights"].sum() > 64 * 5
+
+
+def _peak_rss_mb(text, vocab, chunk_chars, tmp):
+    """Peak RSS of one shard in a fresh process (MB)."""
+    code = (
+        "import resource, sys\n"
+        "from bert_jax.data import streaming, pretraining, masking\n"
+        "t, v, c, o = sys.argv[1:]\n"
+        "end = int(streaming.document_offsets(t)[-1])\n"
+        "job = streaming.ShardJob(text_file=t, start=0, end=end, output=o, shard=0, seed=1,\n"
+        "    vocab_file=v, lowercase=True, recipe=pretraining.RecipeConfig(dupe_factor=2),\n"
+        "    masking=masking.MaskingConfig(), chunk_chars=int(c))\n"
+        "n = streaming.run_shard(job)['instances']\n"
+        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(text), vocab, str(chunk_chars), str(tmp)],
+        capture_output=True, text=True, check=True, env={**os.environ, "RAYON_NUM_THREADS": "1"},
+    )  # fmt: skip
+    n, rss = out.stdout.split()
+    return int(n), float(rss)
+
+
+def test_memory_does_not_grow_with_the_corpus(enwiki_text, small_vocab, tmp_path):
+    big = tmp_path / "x4.txt"
+    data = enwiki_text.read_bytes().rstrip(b"\n")
+    big.write_bytes(b"\n\n".join([data] * 4) + b"\n")
+    n1, rss1 = _peak_rss_mb(enwiki_text, small_vocab, 300_000, tmp_path / "a")
+    n4, rss4 = _peak_rss_mb(big, small_vocab, 300_000, tmp_path / "b")
+    assert n4 > 3.5 * n1
+    assert rss4 < rss1 * 1.15 + 10, (rss1, rss4)
+
+
+def test_phases_switch_at_the_configured_step():
+    config = pretrain.get_config("size=tiny")
+    d = config.data
+    d.train_files, d.eval_files = "p1/train-*", "p1/eval"
+    assert [p.max_seq_length for p in pipeline.phases(d)] == [128]
+    d.phase2_step, d.phase2_dir = 10, "p2"
+    phases = pipeline.phases(d)
+    assert phases[1] == pipeline.Phase(10, "p2/train-*.tfrecord", "p2/eval.tfrecord", 512, 80)
+    assert pipeline.phase_at(phases, 9).max_seq_length == 128
+    assert pipeline.phase_at(phases, 10).max_seq_length == 512
+
+    def make(phase, skip):
+        return ((phase.max_seq_length, i) for i in range(skip, 1000))
+
+    got = list(pipeline.phased_batches(phases, 7, make))[:6]
+    assert got == [(128, 7), (128, 8), (128, 9), (512, 0), (512, 1), (512, 2)]
+    assert next(pipeline.phased_batches(phases, 15, make)) == (512, 5)  # resumed inside phase 2
+    d.phase2_dir = ""
+    with pytest.raises(ValueError, match="phase2_dir"):
+        pipeline.phases(d)
+    kwargs = prepare.options_from_config(d)
+    assert kwargs["masking_split"] == "80/10/10" and kwargs["next_sentence"] is True
+    assert json.dumps(kwargs)  # plain values, fit for stats.json args
+    assert np.isclose(kwargs["masked_lm_prob"], 0.15)
