@@ -35,17 +35,33 @@ def resolve_data(
             raise ValueError("data.corpus needs data.dir, the directory to prepare the data in.")
         from bert_jax.data import prepare  # noqa: PLC0415
 
-        if jax.process_index() == 0:
+        def build(out_dir, vocab_file, seq, pred):
             prepare.prepare(
                 d.corpus,
-                d.dir,
+                out_dir,
                 vocab_size=d.vocab_size,
-                vocab_file=d.vocab_file or None,
-                max_seq_length=d.max_seq_length,
-                max_predictions_per_seq=d.max_predictions_per_seq,
+                vocab_file=vocab_file or None,
+                lowercase=d.lowercase,
+                max_seq_length=seq,
+                max_predictions_per_seq=pred,
+                masked_lm_prob=d.masked_lm_prob,
+                masking_split=d.masking_split,
+                whole_word_mask=d.whole_word_mask,
+                next_sentence=d.next_sentence,
+                dynamic_masking=d.dynamic_masking,
+                short_seq_prob=d.short_seq_prob,
                 dupe_factor=d.dupe_factor,
+                num_train_files=d.num_train_files,
                 seed=d.seed + 12345,
             )
+
+        if jax.process_index() == 0:
+            build(d.dir, d.vocab_file, d.max_seq_length, d.max_predictions_per_seq)
+            if d.phase2_step and d.phase2_dir:
+                # Phase 2 tokenizes with phase 1's vocabulary: the model's embeddings are shared.
+                vocab = d.vocab_file or os.path.join(d.dir, "vocab.txt")
+                build(d.phase2_dir, vocab, d.phase2_max_seq_length,
+                      d.phase2_max_predictions_per_seq)  # fmt: skip
     if d.dir:
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
@@ -53,39 +69,52 @@ def resolve_data(
     return config
 
 
-def train_batches(config, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-    """This host's slice of every global batch from `start_step` on; a pure function of the seed."""
-    from bert_jax.data import pipeline  # noqa: PLC0415 (imports TensorFlow)
+def _dataset(config, phase, *, training: bool, batch_size: int):
+    from bert_jax.data import masking, pipeline  # noqa: PLC0415 (imports TensorFlow)
 
     d = config.data
-    ds = pipeline.pretraining_dataset(
-        d.train_files,
-        batch_size=config.train.batch_size // jax.process_count(),
-        max_seq_length=d.max_seq_length,
-        max_predictions_per_seq=d.max_predictions_per_seq,
-        training=True,
+    return pipeline.pretraining_dataset(
+        phase.train_files if training else phase.eval_files,
+        batch_size=batch_size,
+        max_seq_length=phase.max_seq_length,
+        max_predictions_per_seq=phase.max_predictions_per_seq,
+        training=training,
         seed=d.seed,
         shuffle_buffer=d.shuffle_buffer,
         shard_index=jax.process_index(),
         num_shards=jax.process_count(),
+        dynamic_masking=masking.masking_config(d) if d.dynamic_masking else None,
+        vocab_file=d.vocab_file if d.dynamic_masking else None,
     )
-    return pipeline.as_numpy(ds.skip(start_step))
 
 
-def eval_batches(config) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(config, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """This host's slice of every global batch from `start_step` on; a pure function of the seed.
+
+    With data.phase2_step the data (and sequence length) switches at that step; each phase's
+    batches start from their own beginning, so a resumed run skips to the same place.
+    """
     from bert_jax.data import pipeline  # noqa: PLC0415
 
-    d, t = config.data, config.train
+    batch_size = config.train.batch_size // jax.process_count()
+
+    def make(phase, skip):
+        ds = _dataset(config, phase, training=True, batch_size=batch_size)
+        return pipeline.as_numpy(ds.skip(skip))
+
+    return pipeline.phased_batches(pipeline.phases(config.data), start_step, make)
+
+
+def eval_batches(config, step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """The held-out batches of the phase in effect at `step`, the last one padded."""
+    from bert_jax.data import pipeline  # noqa: PLC0415
+
+    t = config.train
+    phase = pipeline.phase_at(pipeline.phases(config.data), step)
+    if not phase.eval_files:
+        return
     batch_size = t.eval_batch_size // jax.process_count()
-    ds = pipeline.pretraining_dataset(
-        d.eval_files,
-        batch_size=batch_size,
-        max_seq_length=d.max_seq_length,
-        max_predictions_per_seq=d.max_predictions_per_seq,
-        training=False,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
-    )
+    ds = _dataset(config, phase, training=False, batch_size=batch_size)
     for i, batch in enumerate(pipeline.as_numpy(ds)):
         if t.eval_batches and i >= t.eval_batches:
             return

@@ -224,6 +224,11 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             f"data.max_predictions_per_seq={d.max_predictions_per_seq} exceeds "
             f"data.max_seq_length={d.max_seq_length}."
         )
+    if d.phase2_step and d.phase2_max_seq_length > config.model.max_position_embeddings:
+        raise ValueError(
+            f"data.phase2_max_seq_length={d.phase2_max_seq_length} exceeds "
+            f"model.max_position_embeddings={config.model.max_position_embeddings}."
+        )
     if d.max_seq_length > config.model.max_position_embeddings:
         raise ValueError(
             f"data.max_seq_length={d.max_seq_length} exceeds model.max_position_embeddings="
@@ -346,7 +351,7 @@ def train_and_evaluate(
                 )
                 window, t_log, step_log = [], time.time(), done
             if d.eval_files and done % t.eval_every == 0 and done != end_step:
-                m = evaluate(par, state, inputs.eval_batches(config))
+                m = evaluate(par, state, inputs.eval_batches(config, done))
                 writer.write(done, "eval", m)
                 log(f"eval @ step {done}: {_fmt(m)}")
                 t_log, step_log = time.time(), done  # keep evaluation out of the throughput
@@ -360,7 +365,7 @@ def train_and_evaluate(
         ckpt.close()  # waits until the async saves are committed, also when a step raised
     results = {"step": int(final_state["step"])}
     if d.eval_files:
-        results["end"] = evaluate(par, state, inputs.eval_batches(config))
+        results["end"] = evaluate(par, state, inputs.eval_batches(config, results["step"]))
         writer.write(results["step"], "eval", results["end"])
         if os.path.exists(start_file):
             with open(start_file) as f:

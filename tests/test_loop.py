@@ -158,3 +158,29 @@ def test_init_checkpoint_continues_from_another_run(data_dir, tmp_path):
     # Starting from the trained weights, the step-0 eval equals the first run's final eval.
     np.testing.assert_allclose(second["start"]["loss"], first["end"]["loss"], rtol=1e-6)
     assert second["state"]["params"]["bert"]["pooler"]["dense"]["kernel"].shape == (32, 32)
+
+
+def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
+    """data.corpus + dynamic masking + a switch to longer sequences at a step, then resume."""
+    config = small_config(data_dir, num_train_steps=6, log_every=1, checkpoint_every=2)
+    config.data.corpus = os.path.join(os.path.dirname(data_dir), "corpus.txt")
+    config.data.dir = str(tmp_path / "p1")
+    config.data.vocab_size = 1000
+    config.data.dupe_factor = 1
+    config.data.dynamic_masking = True
+    config.data.phase2_step = 4
+    config.data.phase2_dir = str(tmp_path / "p2")
+    config.data.phase2_max_seq_length = 2 * SEQ
+    config.data.phase2_max_predictions_per_seq = 2 * PRED
+    config.model.max_position_embeddings = 2 * SEQ
+    full = train.train_and_evaluate(config, str(tmp_path / "a"), log=lambda s: None)
+    assert full["step"] == 6 and np.isfinite(full["end"]["loss"])
+    stats = json.loads((tmp_path / "p2" / "stats.json").read_text())
+    assert stats["args"]["max_seq_length"] == 2 * SEQ and stats["args"]["dynamic_masking"]
+    # Resuming inside phase 2 gives the same result as the uninterrupted run.
+    config.train.stop_at_step = 5
+    train.train_and_evaluate(config, str(tmp_path / "b"), log=lambda s: None)
+    config.train.stop_at_step = 0
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"), log=lambda s: None)
+    for x, y in zip(_leaves(full["state"]), _leaves(resumed["state"]), strict=True):
+        np.testing.assert_array_equal(x, y)
