@@ -41,18 +41,11 @@ def resolve_data(
                 out_dir,
                 vocab_size=d.vocab_size,
                 vocab_file=vocab_file or None,
-                lowercase=d.lowercase,
                 max_seq_length=seq,
                 max_predictions_per_seq=pred,
-                masked_lm_prob=d.masked_lm_prob,
-                masking_split=d.masking_split,
-                whole_word_mask=d.whole_word_mask,
-                next_sentence=d.next_sentence,
-                dynamic_masking=d.dynamic_masking,
-                short_seq_prob=d.short_seq_prob,
                 dupe_factor=d.dupe_factor,
-                num_train_files=d.num_train_files,
                 seed=d.seed + 12345,
+                **prepare.options_from_config(d),
             )
 
         if jax.process_index() == 0:
