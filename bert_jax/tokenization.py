@@ -316,7 +316,10 @@ class SentenceEncoder:
             # (Cache order is internal: the ids of a word never depend on it.)
             self._add_words(list(missing))
             get = self._index.__getitem__
-            index[misses] = [get(words[i]) for i in misses]
+            if len(misses) > len(words) // 8:  # mostly new (a cold cache): C-speed map
+                index = np.fromiter(map(get, words), np.int64, len(words))
+            else:
+                index[misses] = [get(words[i]) for i in misses]
         offsets = np.frombuffer(self._offsets, np.int64)
         starts, lengths = offsets[index], offsets[index + 1] - offsets[index]
         total = int(lengths.sum())

@@ -61,6 +61,16 @@ def test_bad_input_is_counted_not_fatal(enwiki_text, small_vocab, tmp_path):
     assert n == stats["train"]["instances"] > 100
 
 
+def test_control_characters_are_deleted_as_the_bert_normalizer_does(small_vocab):
+    tokenizer = tokenization.load_tokenizer(small_vocab)
+    raw = "Con\x00trol\x07 chars\x0b and\x1b escapes\x7f."
+    counts = streaming.new_read_counts()
+    (cleaned,) = streaming._clean_line(raw.encode(), counts)
+    assert cleaned == "Control chars and escapes." and counts["control_char_lines"] == 1
+    # The tokenizer drops the same characters itself: cleaning changes no token.
+    assert tokenizer.encode(cleaned).ids == tokenizer.encode(raw).ids
+
+
 def test_interrupted_prepare_keeps_finished_shards_and_resumes(enwiki_text, small_vocab, tmp_path):
     text = corpus.write_text(corpus.read_text(enwiki_text)[:16], tmp_path / "c.txt")
     kwargs = dict(vocab_file=small_vocab, max_seq_length=64, max_predictions_per_seq=10,

@@ -8,7 +8,7 @@ written by one worker process. A shard is read as a stream and processed in chun
 
 Deviations from the original tool, which holds the whole corpus and all instances in memory:
 - the random next sentence (B) comes from another document of the same chunk, not of the whole
-  corpus (a chunk holds thousands of documents at the default size; a corpus smaller than one
+  corpus (a chunk holds ~1000 Wikipedia articles at the default size; a corpus smaller than one
   chunk per shard is treated exactly as a whole);
 - instances are shuffled within a chunk (all `dupe_factor` passes of it), not globally; the
   training pipeline's file interleave and shuffle buffer mix chunks and shards.
@@ -43,7 +43,8 @@ DEFAULT_CHUNK_CHARS = 4_000_000  # ~1M tokens, ~1000 Wikipedia articles: ~50 MB 
 MAX_LINE_CHARS = 100_000  # longer lines are split into sentences (counted as long_lines)
 _BATCH = 2048  # instances masked and serialized together
 _DEFAULT_MASKING = masking.MaskingConfig()
-# C0 controls except \t, \n, \r, plus DEL: BERT's normalizer would drop them; we count them.
+# C0 controls and DEL, except \t \n \r: deleted as BERT's normalizer does ("a\x00b" -> "ab"),
+# and counted.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 READ_COUNTS = ("lines", "characters", "invalid_utf8_lines", "control_char_lines", "long_lines")
 
@@ -76,7 +77,7 @@ def _clean_line(raw: bytes, counts: dict[str, int]) -> list[str]:
         line = raw.decode("utf-8", "ignore")
         counts["invalid_utf8_lines"] += 1
     if _CONTROL.search(line):
-        line = _CONTROL.sub(" ", line)
+        line = _CONTROL.sub("", line)
         counts["control_char_lines"] += 1
     line = line.strip()
     if len(line) <= MAX_LINE_CHARS:
@@ -172,27 +173,39 @@ def _chunk_seeds(seed: int, shard: int, chunk: int) -> tuple[random.Random, np.r
     return random.Random(int(state[0])), np.random.default_rng(int(state[1]))
 
 
-_ENCODERS: dict[tuple, tokenization.SentenceEncoder] = {}
+@dataclasses.dataclass(frozen=True)
+class _Vocab:
+    encoder: tokenization.SentenceEncoder
+    special: dict[str, int]
+    pool: np.ndarray  # ids a random replacement may take
 
 
-def _encoder(vocab_file: str, lowercase: bool, word_mode: str) -> tokenization.SentenceEncoder:
-    """One encoder per process and vocab: its word cache carries over from shard to shard."""
+_VOCABS: dict[tuple, _Vocab] = {}
+
+
+def _vocab(vocab_file: str, lowercase: bool, word_mode: str) -> _Vocab:
+    """One encoder per process and vocab: its word cache carries over from shard to shard.
+
+    Built in the main process before workers are forked, so they inherit it (~0.3 s of vocab
+    loading saved per worker)."""
     with open(vocab_file, "rb") as f:
         key = (f.read(), lowercase, word_mode)
-    if key not in _ENCODERS:
-        _ENCODERS.clear()  # a new vocab: the old cache is of no use
+    if key not in _VOCABS:
+        _VOCABS.clear()  # a new vocab: the old cache is of no use
         tokenizer = tokenization.load_tokenizer(vocab_file, lowercase=lowercase)
-        _ENCODERS[key] = tokenization.SentenceEncoder(tokenizer, word_mode)
-    return _ENCODERS[key]
+        _VOCABS[key] = _Vocab(
+            tokenization.SentenceEncoder(tokenizer, word_mode),
+            tokenization.vocab_special_ids(tokenizer),
+            masking.random_token_pool(tokenizer),
+        )
+    return _VOCABS[key]
 
 
 def run_shard(job: ShardJob) -> dict[str, int]:
     """Writes job.output (atomically) and returns its counts."""
     word_mode = job.masking.whole_word
-    encoder = _encoder(job.vocab_file, job.lowercase, word_mode)
-    tokenizer = encoder.tokenizer
-    special = tokenization.vocab_special_ids(tokenizer)
-    pool = masking.random_token_pool(tokenizer)
+    vocab = _vocab(job.vocab_file, job.lowercase, word_mode)
+    encoder, special, pool = vocab.encoder, vocab.special, vocab.pool
     counts = {**new_read_counts(), **instances.new_counts(), "chunks": 0, "skipped_chunks": 0}
     started = time.perf_counter()
     tmp = job.output + ".partial"
@@ -297,7 +310,7 @@ def run_shards(jobs: list[ShardJob], num_workers: int = 0) -> dict[str, dict[str
         for job in todo:
             output, counts = _run_and_mark(job)
             results[output] = counts
-        _ENCODERS.clear()  # this process may go on to train: free the word cache
+        _VOCABS.clear()  # this process may go on to train: free the word cache
         return results
     # Biggest shards first, so no worker is left with a long one at the end.
     jobs_left = collections.deque(sorted(todo, key=lambda j: j.end - j.start, reverse=True))
@@ -329,7 +342,10 @@ def run_shards(jobs: list[ShardJob], num_workers: int = 0) -> dict[str, dict[str
 
     # The main process works too, so one process start-up less delays the run. Child
     # processes are all started here, before any other thread exists.
-    with _context().Pool(workers - 1, initializer=_init_worker) as pool:
+    context = _context()
+    if context.get_start_method() == "fork":
+        _vocab(todo[0].vocab_file, todo[0].lowercase, todo[0].masking.whole_word)
+    with context.Pool(workers - 1, initializer=_init_worker) as pool:
         feeder = threading.Thread(target=feed, args=(pool,), daemon=True)
         feeder.start()
         try:
@@ -341,7 +357,7 @@ def run_shards(jobs: list[ShardJob], num_workers: int = 0) -> dict[str, dict[str
             raise
         finally:
             feeder.join()
-            _ENCODERS.clear()  # this process may go on to train: free the word cache
+            _VOCABS.clear()  # this process may go on to train: free the word cache
     if errors:
         raise errors[0]
     return results
