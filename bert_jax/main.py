@@ -1,6 +1,8 @@
-r"""Entry point: pre-train BERT with a config file.
+r"""Entry point: pre-train or fine-tune BERT with a config file.
 
   python -m bert_jax.main --config=configs/pretrain.py:size=tiny,demo --workdir=runs/demo
+  python -m bert_jax.main --config=configs/finetune.py:task=rte --workdir=runs/rte \
+      --config.init_checkpoint=runs/demo
 
 Rerunning the same command with the same --workdir resumes from its newest checkpoint.
 """
@@ -25,9 +27,14 @@ def main(argv):
 
     if _MULTIHOST.value:
         jax.distributed.initialize()
-    from bert_jax import train  # noqa: PLC0415
+    if "task" in _CONFIG.value:  # configs/finetune.py
+        from bert_jax import finetune_sweep  # noqa: PLC0415
 
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        finetune_sweep.run(_CONFIG.value, _WORKDIR.value)
+    else:
+        from bert_jax import train  # noqa: PLC0415
+
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

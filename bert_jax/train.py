@@ -122,26 +122,27 @@ class Parallel:
     """How the steps run: "jit" on one device, or "pmap" over all local devices.
 
     Holds the compiled step functions and the host<->device placement of states and batches.
+    `train_fn(state, batch, axis_name=None)` and `eval_fn(params, batch, axis_name=None)` are
+    pure steps (e.g. `functools.partial(train_step, model=..., optimizer=...)`); under pmap they
+    get `axis_name` to psum over.
     """
 
     AXIS = "batch"
 
-    def __init__(self, mode: str, model, tx):
+    def __init__(self, mode: str, train_fn: Callable, eval_fn: Callable):
         self.mode = mode
         self.n = jax.local_device_count() if mode == "pmap" else 1
         if mode == "jit":
-            self.train = jax.jit(
-                functools.partial(train_step, model=model, optimizer=tx), donate_argnums=0
-            )
-            self.eval = jax.jit(functools.partial(eval_step, model=model))
+            self.train = jax.jit(train_fn, donate_argnums=0)
+            self.eval = jax.jit(eval_fn)
         elif mode == "pmap":
             self.train = jax.pmap(
-                functools.partial(train_step, model=model, optimizer=tx, axis_name=self.AXIS),
+                functools.partial(train_fn, axis_name=self.AXIS),
                 axis_name=self.AXIS,
                 donate_argnums=0,
             )
             self.eval = jax.pmap(
-                functools.partial(eval_step, model=model, axis_name=self.AXIS), axis_name=self.AXIS
+                functools.partial(eval_fn, axis_name=self.AXIS), axis_name=self.AXIS
             )
         else:
             raise ValueError(f"train.parallel={mode!r}; use 'auto', 'jit' or 'pmap'.")
@@ -306,7 +307,11 @@ def train_and_evaluate(
         f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch")
     )
 
-    par = Parallel(mode, model, tx)
+    par = Parallel(
+        mode,
+        functools.partial(train_step, model=model, optimizer=tx),
+        functools.partial(eval_step, model=model),
+    )
     state = par.put_state(state)
     writer = MetricWriter(workdir)
     start_file = os.path.join(workdir, "eval_start.json")

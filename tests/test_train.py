@@ -92,8 +92,12 @@ def test_pmap_step_equals_jit_step_on_8_devices():
     assert jax.local_device_count() == 8, "tests/conftest.py should create 8 fake CPU devices"
     model, tx, state = setup()
     batch = fake_batch(batch=16)
-    jit_par = train.Parallel("jit", model, tx)
-    pmap_par = train.Parallel("pmap", model, tx)
+    steps = (
+        functools.partial(train.train_step, model=model, optimizer=tx),
+        functools.partial(train.eval_step, model=model),
+    )
+    jit_par = train.Parallel("jit", *steps)
+    pmap_par = train.Parallel("pmap", *steps)
     s_jit, m_jit = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
     s_pmap, m_pmap = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))
     s_pmap, m_pmap = pmap_par.get_state(s_pmap), pmap_par.get_metrics(m_pmap)

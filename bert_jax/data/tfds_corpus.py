@@ -75,7 +75,7 @@ def build(corpus: str, name: str, data_dir: str | os.PathLike) -> tfds.core.Data
     return builder
 
 
-def _reachable(url: str | None = None, timeout: float | None = None) -> str | None:
+def reachability_problem(url: str | None = None, timeout: float | None = None) -> str | None:
     """None if `url` answers within `timeout` seconds (any HTTP status), else the reason.
 
     Runs in a thread so that a hanging DNS lookup cannot exceed the timeout either; urllib
@@ -120,7 +120,7 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         raise ValueError(f"{name!r} is not a TFDS dataset name ({e}).") from e
     if builder.is_prepared():
         return builder
-    problem = _reachable()
+    problem = reachability_problem()
     if problem:
         raise ConnectionError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and the network is "

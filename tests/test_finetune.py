@@ -1,0 +1,281 @@
+"""The fine-tuning loop: task losses, pmap == jit, exact resume, init checkpoints, mocked TFDS
+tasks end to end (glue/sst2, glue/stsb, squad/v1.1, squad/v2.0, conll2003), the grid summary."""
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+
+from bert_jax import checkpoints, convert, finetune, finetune_sweep, losses, train
+from bert_jax.data import samples
+from bert_jax.heads import BertForPreTraining
+from bert_jax.model import BertConfig
+from configs import finetune as finetune_config
+
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
+
+
+@pytest.fixture(scope="module")
+def vocab_file():
+    return str(samples.fetch("minilm") / "vocab.txt")
+
+
+def tiny_config(task: str, vocab_file: str, **train):
+    config = finetune_config.get_config(f"task={task},size=tiny")
+    config.model.update(TINY)
+    config.task.vocab_file = vocab_file
+    config.task.max_seq_length = 32
+    config.train.update(dict(batch_size=8, eval_batch_size=8, num_epochs=1, parallel="jit"))
+    config.train.update(train)
+    config.optimizer.learning_rate = 1e-3
+    return config
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_task_losses_by_hand():
+    batch = {"input_ids": jnp.zeros((2, 4), jnp.int32), "label": jnp.array([1.0, -1.0])}
+    sums = losses.task_sums("regression", {"logits": jnp.array([[0.5], [0.0]])}, batch)
+    assert float(sums["loss"] / sums["weight"]) == pytest.approx((0.25 + 1.0) / 2)
+
+    logits = jnp.array([[2.0, -1.0], [0.0, 0.0]])
+    batch["label"] = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    sums = losses.task_sums("multilabel", {"logits": logits}, batch)
+    sig = 1 / (1 + np.exp(-np.array([[2.0, -1.0], [0.0, 0.0]])))
+    y = np.array([[1, 0], [0, 1]])
+    bce = -(y * np.log(sig) + (1 - y) * np.log(1 - sig)).mean()
+    assert float(sums["loss"] / sums["weight"]) == pytest.approx(bce, rel=1e-6)
+    assert float(sums["correct"]) == 1.0  # row 0 right at 0.5, row 1 wrong (0.5 is not > 0)
+
+    start = jnp.array([[0.0, 1.0, 0.0]] * 2)
+    batch = {
+        "input_ids": jnp.zeros((2, 3), jnp.int32),
+        "start_position": jnp.array([1, 0]),
+        "end_position": jnp.array([1, 1]),
+        "example_weights": jnp.array([1.0, 0.0]),  # a padding row counts for nothing
+    }
+    sums = losses.task_sums("span", {"start_logits": start, "end_logits": start}, batch)
+    expect = -np.log(np.exp(1) / (np.exp(1) + 2))
+    assert float(sums["loss"] / sums["weight"]) == pytest.approx(expect, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- parallel
+
+
+def test_pmap_step_equals_jit_step():
+    config = BertConfig(vocab_size=50, **TINY)
+    model = finetune.make_model("classification", config, 3)
+    tx = optax.adamw(1e-2)
+    state = finetune.init_state(model, tx, jax.random.PRNGKey(0), (16,))
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": rng.integers(1, 50, (16, 16)).astype(np.int32),
+        "input_mask": np.ones((16, 16), np.int32),
+        "segment_ids": np.zeros((16, 16), np.int32),
+        "label": rng.integers(0, 3, 16).astype(np.int32),
+    }
+    # Dropout differs per device under pmap; compare without it.
+    config0 = BertConfig(
+        vocab_size=50, hidden_dropout_prob=0, attention_probs_dropout_prob=0, **TINY
+    )
+    model = finetune.make_model("classification", config0, 3)
+    steps = (
+        functools.partial(finetune.train_step, model=model, optimizer=tx, head="classification"),
+        functools.partial(finetune.predict_step, model=model),
+    )
+    jit_par, pmap_par = train.Parallel("jit", *steps), train.Parallel("pmap", *steps)
+    assert pmap_par.n == 8
+    s1, m1 = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
+    s8, m8 = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))
+    s8 = pmap_par.get_state(s8)
+    assert float(pmap_par.get_metrics(m8)["loss"]) == pytest.approx(float(m1["loss"]), abs=1e-6)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(s1["params"]), leaves(s8["params"]), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    features = {k: v for k, v in batch.items()}
+    out1 = finetune.predict(jit_par, s1["params"], features, 8)
+    out8 = finetune.predict(pmap_par, pmap_par.put_state(s1)["params"], features, 8)
+    np.testing.assert_allclose(out1["logits"], out8["logits"], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def _sample_text_config(vocab_file, tmp_path, n=96):
+    """A small real-text task: the first Rotten Tomatoes snippets as a CSV."""
+    from bert_jax.data.tasks import classify
+
+    train_ex, _, names = classify.rotten_tomatoes()
+    path = tmp_path / "rt.csv"
+    with open(path, "w") as f:
+        f.write("text,label\n")
+        for e in train_ex[:n]:
+            f.write('"{}",{}\n'.format(e.text_a.replace('"', '""'), names[e.label]))
+    config = tiny_config("text", vocab_file)
+    config.task.train_file = str(path)
+    return config
+
+
+def test_resume_after_stop_is_exact(vocab_file, tmp_path):
+    config = _sample_text_config(vocab_file, tmp_path)
+    config.train.num_epochs = 2
+    straight = finetune_sweep.run(config, str(tmp_path / "a"), log=lambda s: None)
+    config.train.stop_at_step = 13  # mid-epoch (9 steps per epoch)
+    stopped = finetune_sweep.run(config, str(tmp_path / "b"), log=lambda s: None)
+    assert stopped == {"stopped_at_step": 13}
+    config.train.stop_at_step = 0
+    resumed = finetune_sweep.run(config, str(tmp_path / "b"), log=lambda s: None)
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert a["history"] == b["history"] and len(a["history"]) == 2
+    assert straight["points"].keys() == resumed["points"].keys()
+
+    def final(workdir):
+        c = checkpoints.Checkpointer(str(workdir / "checkpoints"), save_every=1, keep=1)
+        step = c.latest_step()
+        state = c.manager.restore(step)
+        c.close()
+        return step, state
+
+    (step_a, state_a), (step_b, state_b) = final(tmp_path / "a"), final(tmp_path / "b")
+    assert step_a == step_b == 18
+    for x, y in zip(
+        jax.tree_util.tree_leaves(state_a), jax.tree_util.tree_leaves(state_b), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    # The best dev model, predictions and TensorBoard/JSONL logs are in the workdir.
+    for name in ("best", "predictions/dev.tsv", "metrics.jsonl", "history.json", "config.json"):
+        assert (tmp_path / "b" / name).exists(), name
+
+
+def test_init_checkpoint_encoder_is_loaded_and_heads_fresh(vocab_file, tmp_path):
+    config = BertConfig(vocab_size=30522, **TINY)
+    params = BertForPreTraining(config).init(jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))[
+        "params"
+    ]
+    convert.save_hf(params, config, tmp_path / "hf", vocab_file=vocab_file)
+    ft = _sample_text_config(vocab_file, tmp_path)
+    ft.init_checkpoint = str(tmp_path / "hf")
+    ft.optimizer.learning_rate = 0.0  # no update: the final encoder is the loaded one
+    lines = []
+    finetune_sweep.run(ft, str(tmp_path / "run"), log=lines.append)
+    assert any("heads initialised fresh: classifier" in line for line in lines), lines
+    c = checkpoints.Checkpointer(str(tmp_path / "run" / "checkpoints"), save_every=1, keep=1)
+    state = c.manager.restore(c.latest_step())
+    c.close()
+    loaded = jax.tree_util.tree_leaves(params["bert"])
+    for x, y in zip(loaded, jax.tree_util.tree_leaves(state["params"]["bert"]), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_grid_points_and_summary(vocab_file, tmp_path):
+    config = _sample_text_config(vocab_file, tmp_path, n=48)
+    config.sweep.learning_rate = (1e-3, 1e-4)
+    config.sweep.seeds = (0, 1)
+    names = [name for name, _ in finetune_sweep.points(config)]
+    assert names == ["bs8_lr0.001_ep1", "bs8_lr0.0001_ep1"]
+    summary = finetune_sweep.run(config, str(tmp_path / "grid"), log=lambda s: None)
+    for name in names:
+        p = summary["points"][name]
+        assert len(p["accuracy"]) == 2
+        assert p["mean"] == pytest.approx(np.mean(p["accuracy"]))
+        assert p["std"] == pytest.approx(np.std(p["accuracy"], ddof=1))
+        for seed in (0, 1):
+            assert (tmp_path / "grid" / name / f"seed{seed}" / "results.json").exists()
+    assert summary["best_point"] == max(names, key=lambda k: summary["points"][k]["mean"])
+    assert json.loads((tmp_path / "grid" / "summary.json").read_text()) == summary
+    # A finished grid is not run again.
+    lines = []
+    assert finetune_sweep.run(config, str(tmp_path / "grid"), log=lines.append) == summary
+    assert not any(line.startswith("epoch") for line in lines)
+
+
+def _conll_rows():
+    rng = np.random.default_rng(0)
+    words = ["john", "lives", "in", "paris", "with", "acme", "corp", "today", "."]
+    rows = []
+    for _ in range(24):
+        n = int(rng.integers(3, 12))
+        rows.append(
+            ([str(w) for w in rng.choice(words, n)], [int(x) for x in rng.integers(0, 9, n)])
+        )
+    return rows
+
+
+def _mock_conll2003(self, *args, **kwargs):
+    import tensorflow as tf
+
+    def generate():
+        for tokens, ner in _conll_rows():
+            n = len(tokens)
+            yield {"tokens": tokens, "pos": [0] * n, "chunks": [0] * n, "ner": ner}
+
+    f = self.info.features
+    return tf.data.Dataset.from_generator(generate, output_types=f.dtype, output_shapes=f.shape)
+
+
+def _mock_squad(self, *args, **kwargs):
+    """SQuAD rows whose answers really occur in the context (random mock text would not)."""
+    import tensorflow as tf
+
+    v2 = "is_impossible" in self.info.features
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat near paris in 1998 while john read books about rivers".split()
+
+    def generate():
+        for i in range(24):
+            context = " ".join(rng.choice(words, 40))
+            start_word = int(rng.integers(0, 35))
+            answer = " ".join(context.split()[start_word : start_word + 2])
+            start = len(" ".join(context.split()[:start_word])) + (start_word > 0)
+            impossible = v2 and i % 3 == 0
+            answers = {"text": [] if impossible else [answer]}
+            answers["answer_start"] = [] if impossible else [start]
+            row = {"id": f"q{i}", "title": "t", "context": context, "question": "where?"}
+            row["answers"] = answers
+            if v2:
+                row["is_impossible"] = impossible
+                row["plausible_answers"] = {"text": [answer], "answer_start": [start]}
+            yield row
+
+    f = self.info.features
+    return tf.data.Dataset.from_generator(generate, output_types=f.dtype, output_shapes=f.shape)
+
+
+@pytest.mark.parametrize(
+    "task, metric",
+    [
+        ("sst2", "accuracy"),
+        ("stsb", "spearman"),
+        ("squad1", "f1"),
+        ("squad2", "f1"),
+        ("conll2003", "f1"),
+    ],
+)
+def test_mocked_tfds_task_end_to_end(task, metric, vocab_file, tmp_path):
+    config = tiny_config(task, vocab_file)
+    if task.startswith("squad"):
+        config.task.update(max_seq_length=64, doc_stride=16, max_query_length=16)
+    mocks = {"conll2003": _mock_conll2003, "squad1": _mock_squad, "squad2": _mock_squad}
+    kwargs = {"as_dataset_fn": mocks[task]} if task in mocks else {"num_examples": 16}
+    with tfds.testing.mock_data(**kwargs):
+        result = finetune_sweep.run(config, str(tmp_path), log=lambda s: None)
+    assert result["metric"] == metric
+    value = result["points"][next(iter(result["points"]))][metric]
+    assert len(value) == 1 and (np.isfinite(value[0]) or task == "stsb")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert metric in results["dev"]
+    assert os.listdir(tmp_path / "predictions")
