@@ -1,4 +1,4 @@
-"""Fine-tuning: a pure train step per task head, jit/pmap, per-epoch dev evaluation, best model.
+"""Fine-tuning: a pure train step per task head, jit/pmap, per-epoch dev evaluation, predictions.
 
 A deliberate sibling of train.py (same state dict, same Parallel wrapper, same Orbax resume),
 not a subclass. One call of `finetune` is one run: one task, one hyper-parameter point, one
@@ -156,6 +156,8 @@ class Setup:
     bert_config: BertConfig
     init_params: dict | None  # encoder weights from config.init_checkpoint, or None
     tokenizer: BertTokenizer
+    vocab_file: str
+    lowercase: bool
 
 
 def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print) -> Setup:
@@ -179,12 +181,12 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
                 "random init needs a vocab.txt (set --config.task.vocab_file)."
             )
         bert_config = None
+    if config.task.vocab_file:  # an explicit vocab wins over the checkpoint's own
+        vocab_file = config.task.vocab_file
     if vocab_file is None:
         raise FileNotFoundError(
             f"{config.init_checkpoint!r} has no vocab.txt; set --config.task.vocab_file."
         )
-    if config.task.vocab_file and init is not None:
-        vocab_file = config.task.vocab_file
     tokenizer = BertTokenizer.from_vocab(vocab_file, lowercase=lowercase)
     if bert_config is None:
         fields = {k: v for k, v in config.model.items() if k != "size"}
@@ -211,7 +213,22 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     took = time.time() - t0
     log(f"task {task.name} ({task.head}, {task.num_labels} labels): {sizes}; {took:.1f}s")
     params = None if init is None else {"bert": init.params["bert"]}
-    return Setup(task, splits, features, bert_config, params, tokenizer)
+    return Setup(task, splits, features, bert_config, params, tokenizer, str(vocab_file), lowercase)
+
+
+def _check_train_config(t, opt) -> None:
+    for name in ("num_epochs", "batch_size", "eval_batch_size", "log_every"):
+        if t[name] < 1:
+            raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
+    if t.select not in ("last", "best"):
+        raise ValueError(f"train.select={t.select!r}; use 'last' or 'best'.")
+    if opt.grad_accum_steps != 1:
+        # The schedule and the epoch arithmetic count optimizer steps; with accumulation they
+        # would count micro-batches. Use a larger train.batch_size (split over devices) instead.
+        raise ValueError(
+            f"optimizer.grad_accum_steps={opt.grad_accum_steps}: fine-tuning takes 1; raise "
+            "train.batch_size instead (it is split across devices)."
+        )
 
 
 def _check_features(f: dict[str, np.ndarray], config: BertConfig, split: str) -> None:
@@ -236,13 +253,14 @@ def finetune(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Fine-tunes one point (config.train.*) in `workdir`; rerunning resumes. Returns results:
-    the dev metrics of every epoch, the best epoch, and the best model's metrics per split."""
+    the dev metrics of every epoch, the selected epoch (train.select) and its metrics per split."""
     results_file = os.path.join(workdir, "results.json")
     if os.path.exists(results_file):
         with open(results_file) as f:
             return json.load(f)  # finished before
     ready = ready or setup(config, log)
     task, features, t = ready.task, ready.features, config.train
+    _check_train_config(t, config.optimizer)
     mode = train.resolve_parallel(t.parallel)
     n_dev = jax.local_device_count() if mode == "pmap" else 1
     for name in ("batch_size", "eval_batch_size"):
@@ -261,8 +279,7 @@ def finetune(
     model = make_model(task.head, ready.bert_config, task.num_labels)
 
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    _write_config(config, ready, workdir)
     # Resume order: this workdir's newest checkpoint > init_checkpoint's encoder > fresh init.
     input_shape = features["train"]["input_ids"].shape[1:]
     state = init_state(model, tx, jax.random.PRNGKey(t.seed), input_shape)
@@ -278,7 +295,7 @@ def finetune(
         from bert_jax import convert  # noqa: PLC0415
 
         params, report = convert.merge_params(state["params"], ready.init_params)
-        log(f"heads initialised fresh: {_head_names(report['initialised fresh'])}")
+        log(f"initialised fresh: {_fresh_names(report['initialised fresh'])}")
         state = {**state, "params": params, "opt_state": jax.jit(tx.init)(params)}
     else:
         log("no init_checkpoint: every parameter is initialised at random")
@@ -291,9 +308,24 @@ def finetune(
     )
     state = par.put_state(state)
     writer = MetricWriter(workdir)
-    # Epochs evaluated after the checkpoint we resumed from are evaluated again.
     history = [h for h in _read_history(workdir) if h["step"] <= start]
-    best_dir = os.path.join(workdir, "best")
+    chosen_dir = os.path.join(workdir, "best")
+
+    def end_of_epoch(done: int) -> None:
+        """Dev metrics of the epoch that ends at `done`; the selected model is kept."""
+        dev = _evaluate(ready, par, state["params"], t.eval_batch_size, "dev")
+        entry = {"epoch": done // steps_per_epoch, "step": done, **dev}
+        history.append(entry)
+        writer.write(done, "dev", dev)
+        log(f"epoch {entry['epoch']}/{t.num_epochs}  step {done}  dev " + _fmt(dev, task.metric))
+        if _select(history, task.metric, t.select) is entry:
+            _save_params(chosen_dir, par.get_state(state)["params"], entry)
+        _write_history(workdir, history)
+
+    # Each epoch's checkpoint is committed before its evaluation, so the kept model never runs
+    # ahead of the checkpoint; a kill in between leaves an epoch to evaluate now.
+    if start and start % steps_per_epoch == 0 and all(h["step"] != start for h in history):
+        end_of_epoch(start)
     t_start = time.time()
     stop = min(t.stop_at_step or total, total)
     try:
@@ -317,33 +349,26 @@ def finetune(
                     f"ETA {(total - done) / rate / 60:.1f} min"
                 )
             if done % steps_per_epoch == 0:
-                params = par.get_state(state)["params"]
-                dev = _evaluate(ready, par, state["params"], t.eval_batch_size, "dev")
-                entry = {"epoch": done // steps_per_epoch, "step": done, **dev}
-                history.append(entry)
-                writer.write(done, "dev", dev)
-                log(
-                    f"epoch {entry['epoch']}/{t.num_epochs}  step {done}  " + _fmt(dev, task.metric)
-                )
-                if _best(history, task.metric) is entry:
-                    _save_params(best_dir, params, entry)
-                _write_history(workdir, history)
-            if done % steps_per_epoch == 0 or done == stop or ckpt.manager.should_save(done):
+                ckpt.save(done, par.get_state(state), force=True)
+                ckpt.manager.wait_until_finished()
+                end_of_epoch(done)
+            elif done == stop or ckpt.manager.should_save(done):
                 ckpt.save(done, par.get_state(state), force=True)
     finally:
         ckpt.close()
         writer.close()
     if stop < total:
-        log(f"stopped at step {stop} of {total} (train.stop_at_step); rerun to continue")
+        log(f"stopped at step {stop} of {total} (train.stop_at_step); rerun without it to go on")
         return {"stopped_at_step": stop}
 
-    best = _best(history, task.metric)
-    best_params = _restore_params(best_dir, par.get_state(state)["params"])
+    chosen = _select(history, task.metric, t.select)
+    best_params = _restore_params(chosen_dir, par.get_state(state)["params"])
     results = {
         "task": task.name,
         "metric": task.metric,
-        "best_epoch": best["epoch"],
-        "dev": {k: v for k, v in best.items() if k not in ("epoch", "step")},
+        "select": t.select,
+        "epoch": chosen["epoch"],
+        "dev": {k: v for k, v in chosen.items() if k not in ("epoch", "step")},
         "history": history,
         "train_seconds": round(time.time() - t_start, 1),
         "steps": total,
@@ -351,7 +376,7 @@ def finetune(
     device_params = par.put_state({"params": best_params})["params"]
     pred_dir = os.path.join(workdir, "predictions")
     # dev first: evaluating it sets what test predictions use (SQuAD 2.0's null threshold,
-    # multi-label thresholds), tuned on the best model's dev outputs.
+    # multi-label thresholds), tuned on the selected model's dev outputs.
     for split in sorted(set(ready.splits) - {"train"}, key=lambda s: s != "dev"):
         outputs = predict(par, device_params, features[split], t.eval_batch_size)
         if task.has_labels(split):
@@ -360,13 +385,28 @@ def finetune(
         task.write_predictions(split, ready.splits[split], features[split], outputs, pred_dir)
     with open(results_file, "w") as f:
         json.dump(results, f, indent=2)
-    log(f"best dev epoch {best['epoch']}: " + _fmt(results["dev"], task.metric))
+    if not t.keep_train_state:  # params + optimizer moments; the selected model stays in best/
+        shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+    log(f"{t.select} epoch {chosen['epoch']}: dev " + _fmt(results["dev"], task.metric))
     return results
 
 
-def _best(history: list[dict], metric: str) -> dict:
-    """The first epoch with the highest dev metric; NaN (e.g. a constant regression) ranks last."""
+def _select(history: list[dict], metric: str, select: str) -> dict:
+    """The epoch whose model a run keeps: the last one (as run_classifier.py / run_squad.py do),
+    or the first with the best dev metric (NaN, e.g. a constant regression, ranks last)."""
+    if select == "last":
+        return history[-1]
     return max(history, key=lambda h: -np.inf if np.isnan(h[metric]) else h[metric])
+
+
+def _write_config(config: ml_collections.ConfigDict, ready: Setup, workdir: str) -> None:
+    """The config as run, with the real architecture and vocab (so that the workdir can be an
+    init_checkpoint itself, e.g. MNLI -> RTE)."""
+    saved = ml_collections.ConfigDict(config.to_dict())
+    saved.model = dataclasses.asdict(ready.bert_config)
+    saved.data = {"vocab_file": os.path.abspath(ready.vocab_file), "lowercase": ready.lowercase}
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(saved.to_json_best_effort(indent=2))
 
 
 def _evaluate(ready: Setup, par, params, batch_size: int, split: str) -> dict[str, float]:
@@ -380,9 +420,10 @@ def _fmt(m: dict[str, float], metric: str) -> str:
     return f"{metric} {m[metric]:.4f}  " + rest
 
 
-def _head_names(fresh: list[str]) -> str:
-    names = sorted({name.split("/")[0] for name in fresh})
-    return ", ".join(names) or "none"
+def _fresh_names(fresh: list[str]) -> str:
+    """Heads by name (classifier, qa_outputs); anything fresh inside the encoder in full."""
+    names = sorted({n if n.startswith("bert/") else n.split("/")[0] for n in fresh})
+    return ", ".join(names) or "nothing"
 
 
 def _read_history(workdir: str) -> list[dict]:
@@ -401,7 +442,7 @@ def _write_history(workdir: str, history: list[dict]) -> None:
 
 
 def _save_params(directory: str, params, entry: dict) -> None:
-    """The best dev model so far, as an Orbax checkpoint (replacing the previous best)."""
+    """The selected model so far, as an Orbax checkpoint (replacing the previous one)."""
     tmp, old = directory + ".tmp", directory + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     with ocp.StandardCheckpointer() as saver:
@@ -409,7 +450,7 @@ def _save_params(directory: str, params, entry: dict) -> None:
         saver.wait_until_finished()
     with open(os.path.join(tmp, "best.json"), "w") as f:
         json.dump(entry, f, indent=2)
-    # Swap by renames, so a kill at any moment leaves a whole best model (here or in .old).
+    # Swap by renames, so a kill at any moment leaves a whole model (here or in .old).
     shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(directory):
         os.replace(directory, old)

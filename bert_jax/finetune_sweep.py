@@ -56,6 +56,7 @@ def run(
     ready = finetune.setup(config, log)
     single = len(grid) == 1 and len(seeds) == 1
     runs: dict[str, dict[int, dict]] = {}
+    stopped = None
     for name, overrides in grid:
         for seed in seeds:
             point = with_overrides(config, {**overrides, "train.seed": seed})
@@ -64,8 +65,11 @@ def run(
                 log(f"--- {name} seed {seed}")
             result = finetune.finetune(point, where, ready, log)
             if "stopped_at_step" in result:
-                return result  # train.stop_at_step: the rest waits for the next invocation
-            runs.setdefault(name, {})[seed] = result
+                stopped = result  # train.stop_at_step: finished later, without it
+            else:
+                runs.setdefault(name, {})[seed] = result
+    if stopped is not None:
+        return stopped
     summary = summarise(runs, ready.task.metric)
     if not single:
         os.makedirs(workdir, exist_ok=True)
@@ -85,10 +89,15 @@ def summarise(runs: dict[str, dict[int, dict]], metric: str) -> dict[str, Any]:
             metric: values,
             "mean": float(np.mean(values)),
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "best_seed": sorted(by_seed)[int(np.argmax(values))],
+            "best_seed": sorted(by_seed)[int(np.nanargmax(values))] if any_finite(values) else None,
         }
-    best = max(table, key=lambda k: table[k]["mean"])
+    # NaN (e.g. STS-B with a constant prediction) ranks last.
+    best = max(table, key=lambda k: -np.inf if np.isnan(table[k]["mean"]) else table[k]["mean"])
     return {"metric": metric, "best_point": best, "points": table}
+
+
+def any_finite(values) -> bool:
+    return bool(np.isfinite(values).any())
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -54,6 +54,7 @@ class BertTokenizer:
 
     def __init__(self, tokenizer: Tokenizer, *, model_max_length: int = 512):
         self.backend = tokenizer  # a `tokenizers.Tokenizer` from tokenization.load_tokenizer
+        self.lowercase = True  # how the backend normalizes (set by from_vocab)
         self.model_max_length = model_max_length
         special = tokenization.vocab_special_ids(tokenizer)
         self.pad_id = special[tokenization.PAD]
@@ -67,10 +68,12 @@ class BertTokenizer:
         cls, vocab_file: str | os.PathLike, *, lowercase: bool = True, model_max_length: int = 512
     ) -> BertTokenizer:
         """From a BERT vocab.txt; lowercase=False for cased vocabs (it also keeps accents)."""
-        return cls(
+        tok = cls(
             tokenization.load_tokenizer(vocab_file, lowercase=lowercase),
             model_max_length=model_max_length,
         )
+        tok.lowercase = lowercase
+        return tok
 
     @property
     def vocab_size(self) -> int:

@@ -3,12 +3,13 @@
 import json
 import logging
 import pathlib
+import re
 
 import numpy as np
 import pytest
 
 from bert_jax.data import samples
-from bert_jax.data.tasks import squad
+from bert_jax.data.tasks import squad, squad_eval
 from bert_jax.pretrained import BertTokenizer
 
 SAMPLE = pathlib.Path(__file__).parent / "data" / "squad" / "sample-v2.0.json"
@@ -102,6 +103,17 @@ def test_read_squad_json_file_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- features
+
+
+def test_pieces_equal_word_by_word_tokenization(tok, examples):
+    # run_squad.py tokenizes each whitespace word alone; featurize tokenizes whole contexts.
+    odd = "a\u00a0b\tc\u202fd  e\u200bf \x00g h\u3000i (x)y, naïve\r\nEnd"
+    for context in {ex.context for ex in examples} | {odd}:
+        doc = squad._docs([context], tok)[context]
+        assert doc.words == [w for w in re.split("[ \t\r\n\u202f]+", context) if w]
+        for w, word in enumerate(doc.words):
+            ids = [doc.piece_ids[p] for p in np.flatnonzero(doc.piece_word == w)]
+            assert ids == tok.encode_pieces([word])[0].ids, word
 
 
 @pytest.mark.parametrize(("max_seq_length", "doc_stride"), [(128, 32), (40, 8)])
@@ -337,6 +349,9 @@ def test_postprocess_checks_logit_shapes(tok, examples):
     f = squad.featurize(examples[:2], tok, 64, 16, 16, training=False)
     with pytest.raises(ValueError, match="one row of logits per feature row"):
         squad.postprocess(examples[:2], f, np.zeros((1, 64)), np.zeros((1, 64)))
+    zeros = np.zeros(f["input_ids"].shape)
+    with pytest.raises(ValueError, match="refer to example 1 but only 1 examples"):
+        squad.postprocess(examples[:1], f, zeros, zeros)
 
 
 @pytest.mark.parametrize(
@@ -367,26 +382,28 @@ def test_write_predictions(tmp_path):
 
 
 def test_normalize_exact_match_and_f1():
-    assert squad.normalize_answer("The  Eiffel Tower!") == "eiffel tower"
-    assert squad.normalize_answer("An apple, a day; theater.") == "apple day theater"
-    assert squad.exact_match("the Eiffel Tower", ["Eiffel tower"]) == 1.0
-    assert squad.exact_match("Eiffel", ["Eiffel tower", "Tower"]) == 0.0
+    assert squad_eval.normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert squad_eval.normalize_answer("An apple, a day; theater.") == "apple day theater"
+    assert squad_eval.exact_match("the Eiffel Tower", ["Eiffel tower"]) == 1.0
+    assert squad_eval.exact_match("Eiffel", ["Eiffel tower", "Tower"]) == 0.0
     # "cat sat" vs "cat": precision 1/2, recall 1 -> 2/3.
-    assert squad.f1_score("a cat sat", ["cat"]) == pytest.approx(2 / 3)
+    assert squad_eval.f1_score("a cat sat", ["cat"]) == pytest.approx(2 / 3)
     # [cat sat on mat] vs [dog sat on mat]: 3 shared -> 0.75; vs [cat]: 0.4; the best counts.
-    assert squad.f1_score("the cat sat on the mat", ["a dog sat on a mat", "cat"]) == 0.75
-    assert squad.f1_score("x x y", ["x y y"]) == pytest.approx(2 / 3)  # counts are clipped
-    assert squad.f1_score("red", ["blue"]) == 0.0
+    assert squad_eval.f1_score("the cat sat on the mat", ["a dog sat on a mat", "cat"]) == 0.75
+    assert squad_eval.f1_score("x x y", ["x y y"]) == pytest.approx(2 / 3)  # counts are clipped
+    assert squad_eval.f1_score("red", ["blue"]) == 0.0
 
 
 def test_v1_and_v2_differ_on_empty_answers():
-    assert squad.exact_match("the", ["The"]) == 1.0  # both normalise to ""
-    assert squad.f1_score("the", ["The"]) == 0.0  # v1.1: no shared token
-    assert squad.f1_score("the", ["The"], version_2=True) == 1.0  # v2.0: no answer == no answer
-    assert squad.exact_match("", [], version_2=True) == 1.0  # impossible: gold is [""]
-    assert squad.f1_score("Paris", [], version_2=True) == 0.0
+    assert squad_eval.exact_match("the", ["The"]) == 1.0  # both normalise to ""
+    assert squad_eval.f1_score("the", ["The"]) == 0.0  # v1.1: no shared token
+    assert (
+        squad_eval.f1_score("the", ["The"], version_2=True) == 1.0
+    )  # v2.0: no answer == no answer
+    assert squad_eval.exact_match("", [], version_2=True) == 1.0  # impossible: gold is [""]
+    assert squad_eval.f1_score("Paris", [], version_2=True) == 0.0
     with pytest.raises(ValueError, match="gold_answers is empty"):
-        squad.f1_score("Paris", [])
+        squad_eval.f1_score("Paris", [])
 
 
 def _hand_case():
@@ -403,9 +420,9 @@ def _hand_case():
 
 def test_evaluate_v1_and_v2_by_hand():
     ex, preds, _ = _hand_case()
-    got = squad.evaluate(ex[:2], preds)
+    got = squad_eval.evaluate(ex[:2], preds)
     assert got == pytest.approx({"exact_match": 50.0, "f1": 100 * (1 + 2 / 3) / 2})
-    got = squad.evaluate(ex, preds)  # v2 inferred from the impossible questions
+    got = squad_eval.evaluate(ex, preds)  # v2 inferred from the impossible questions
     assert got == pytest.approx(
         {
             "exact_match": 25.0,
@@ -419,16 +436,16 @@ def test_evaluate_v1_and_v2_by_hand():
             "NoAns_total": 2,
         }
     )
-    got = squad.evaluate(ex, {**preds, "q3": "", "q4": ""})
+    got = squad_eval.evaluate(ex, {**preds, "q3": "", "q4": ""})
     assert got["exact_match"] == 75.0 and got["NoAns_exact"] == 100.0
     with pytest.raises(ValueError, match="'q3' has no gold answer.*version_2=True"):
-        squad.evaluate(ex, preds, version_2=False)
+        squad_eval.evaluate(ex, preds, version_2=False)
 
 
 def test_evaluate_counts_a_missing_prediction_as_zero(caplog):
     ex, preds, _ = _hand_case()
     with caplog.at_level(logging.WARNING):
-        got = squad.evaluate(ex[:2], {"q1": "Paris"})
+        got = squad_eval.evaluate(ex[:2], {"q1": "Paris"})
     assert got["exact_match"] == 50.0 and "1 of 2 questions have no prediction" in caplog.text
 
 
@@ -436,7 +453,7 @@ def test_best_threshold_by_hand():
     ex, preds, odds = _hand_case()
     # Start from 2 (both impossible questions abstain); by rising odds: q1 +1 -> 3 (best at -5),
     # q2 +0 exact / +2/3 F1 (F1 best 3.67 at -3), q4 -1 (non-empty answer), q3 -1.
-    assert squad.best_threshold(ex, preds, odds) == pytest.approx(
+    assert squad_eval.best_threshold(ex, preds, odds) == pytest.approx(
         {
             "best_exact": 75.0,
             "best_exact_thresh": -5.0,
@@ -446,7 +463,7 @@ def test_best_threshold_by_hand():
     )
     # Nothing helps: the best is to abstain everywhere, threshold 0 as in the script.
     bad = {"q1": "Rome", "q2": "red", "q3": "x", "q4": "y"}
-    got = squad.best_threshold(ex, bad, odds)
+    got = squad_eval.best_threshold(ex, bad, odds)
     assert got["best_exact"] == got["best_f1"] == 50.0 and got["best_f1_thresh"] == 0.0
 
 
@@ -477,7 +494,7 @@ def test_tfds_mock_through_featurize_and_postprocess(tok, name, caplog):
     assert set(preds) == set(nbest) == {ex.qas_id for ex in dev}
     assert set(odds) == (set(preds) if v2 else set())
     scored = [ex for ex in dev if ex.answers or v2]
-    assert 0.0 <= squad.evaluate(scored, preds, version_2=v2)["f1"] <= 100.0
+    assert 0.0 <= squad_eval.evaluate(scored, preds, version_2=v2)["f1"] <= 100.0
 
 
 def test_tfds_squad_rejects_other_names():

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bert_jax.data import samples
-from bert_jax.data.tasks import classify, common, glue, metrics, ner, squad, swag
+from bert_jax.data.tasks import classify, common, glue, metrics, ner, squad, squad_eval, swag
 
 
 def _holdout(examples: list, fraction: float) -> tuple[list, list]:
@@ -63,17 +63,19 @@ class GlueTask(Task):
         source = self.cfg.source or "tfds"
         out = {}
         for split in self.glue.splits:
-            if split == "diagnostic":
-                continue  # AX has no train/dev; it needs MNLI's model, predicted separately
             try:
                 out[split] = glue.load(self.glue, split, source, self.cfg.data_dir or None)
             except FileNotFoundError:
-                if split.startswith("test"):
+                if not self.has_labels(split):
                     continue  # a local GLUE copy without test files: no leaderboard files
                 raise
         if "dev" not in out and "dev_matched" in out:  # MNLI selects on matched dev
             out["dev"] = out.pop("dev_matched")
         return out
+
+    def has_labels(self, split: str) -> bool:
+        # The diagnostic set (AX, predicted with the MNLI model) is a leaderboard file too.
+        return not (split.startswith("test") or split == "diagnostic")
 
     def featurize(self, split, examples):
         return glue.featurize(self.glue, examples, self.tokenizer, self.cfg.max_seq_length)
@@ -82,7 +84,7 @@ class GlueTask(Task):
         return glue.evaluate(self.glue, examples, outputs["logits"])
 
     def write_predictions(self, split, examples, features, outputs, out_dir):
-        if split.startswith("test"):
+        if not self.has_labels(split):
             glue.write_test_predictions(self.glue, examples, outputs["logits"], out_dir)
         else:
             _write_rows(
@@ -100,7 +102,7 @@ class TextTask(Task):
 
     def load(self) -> dict[str, list]:
         c = self.cfg
-        if c.source == "sample":
+        if c.source == "sample" and not c.train_file:
             reader = {"rotten_tomatoes": classify.rotten_tomatoes, "chnsenti": classify.chnsenti}
             if c.name not in reader:
                 raise ValueError(f"no built-in sample for task {c.name!r}; set task.train_file.")
@@ -179,7 +181,7 @@ class LongDocTask(TextTask):
             examples,
             self.tokenizer,
             c.max_seq_length,
-            c.window_stride,
+            c.window_stride or (c.max_seq_length - 2) // 2,
             self.num_labels,
             max_windows=c.max_windows or None,
         )
@@ -195,17 +197,7 @@ class NerTask(Task):
 
     def load(self) -> dict[str, list]:
         c = self.cfg
-        if c.source == "sample":
-            every = ner.read_conll(samples.fetch(c.name), scheme=c.scheme)
-            train, dev = _holdout(every, c.dev_fraction)
-            out = {"train": train, "dev": dev}
-        elif c.source == "tfds":
-            out = {
-                "train": ner.tfds_conll2003("train", c.data_dir or None),
-                "dev": ner.tfds_conll2003("dev", c.data_dir or None),
-                "test": ner.tfds_conll2003("test", c.data_dir or None),
-            }
-        else:
+        if c.train_file or c.source not in ("sample", "tfds"):  # local files win
             out = {"train": ner.read_conll(_need_file(c, "train_file"), c.scheme)}
             if c.dev_file:
                 out["dev"] = ner.read_conll(c.dev_file, c.scheme)
@@ -213,6 +205,15 @@ class NerTask(Task):
                 out["train"], out["dev"] = _holdout(out["train"], c.dev_fraction)
             if c.test_file:
                 out["test"] = ner.read_conll(c.test_file, c.scheme)
+        elif c.source == "sample":
+            every = ner.read_conll(samples.fetch(c.name), scheme=c.scheme)
+            train, dev = _holdout(every, c.dev_fraction)
+            out = {"train": train, "dev": dev}
+        else:
+            out = {
+                split: ner.tfds_conll2003(split, c.data_dir or None)
+                for split in ("train", "dev", "test")
+            }
         self.labels = ner.label_list([e for split in out.values() for e in split])
         self.num_labels = len(self.labels)
         return out
@@ -272,7 +273,7 @@ class SquadTask(Task):
 
     def load(self) -> dict[str, list]:
         c = self.cfg
-        if c.source == "tfds":
+        if not c.train_file and c.source == "tfds":
             name = "squad/v2.0" if self.version_2 else "squad/v1.1"
             return {
                 "train": squad.tfds_squad(name, "train", c.data_dir or None),
@@ -307,14 +308,17 @@ class SquadTask(Task):
             max_answer_length=self.cfg.max_answer_length,
             version_2=self.version_2,
             null_score_diff_threshold=threshold,
-            lowercase=self.cfg.lowercase,
+            lowercase=self.tokenizer.lowercase,
         )
 
     def evaluate(self, split, examples, features, outputs):
         predictions, _, null_odds = self._decode(examples, features, outputs)
-        m = dict(squad.evaluate(examples, predictions))
+        m = dict(squad_eval.evaluate(examples, predictions, version_2=self.version_2))
         if self.version_2:
-            best = squad.best_threshold(examples, predictions, null_odds)
+            # The threshold search wants every question's best span (never null), as
+            # evaluate-v2.0.py's find_best_thresh does with --na-prob-file.
+            spans, _, null_odds = self._decode(examples, features, outputs, float("inf"))
+            best = squad_eval.best_threshold(examples, spans, null_odds)
             m.update(best)
             self.threshold = best["best_f1_thresh"]
         return m
