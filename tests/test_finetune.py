@@ -287,3 +287,58 @@ def test_mocked_tfds_task_end_to_end(task, metric, vocab_file, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert metric in results["dev"]
     assert os.listdir(tmp_path / "predictions")
+
+
+def _write_local_task(kind: str, tmp_path) -> str:
+    """A small local file in the format of `kind`, from the Rotten Tomatoes snippets."""
+    from bert_jax.data.tasks import classify
+
+    train_ex, _, _ = classify.rotten_tomatoes()
+    texts = [e.text_a for e in train_ex[:64]]
+    rng = np.random.default_rng(0)
+    if kind == "multilabel":
+        path = tmp_path / "ml.jsonl"
+        rows = []
+        for t in texts:
+            labels = [n for n in ("short", "question", "exclaim") if rng.random() < 0.4]
+            rows.append(json.dumps({"text": t, "label": labels}))
+        path.write_text("\n".join(rows) + "\n")
+    elif kind == "longdoc":
+        path = tmp_path / "docs.csv"
+        with open(path, "w") as f:
+            f.write("text,label\n")
+            for i in range(0, 64, 4):  # four snippets per document: several windows each
+                doc = " ".join(texts[i : i + 4]).replace('"', '""')
+                f.write(f'"{doc}",{["neg", "pos"][i % 8 == 0]}\n')
+    else:  # swag: the official CSV layout, endings taken from other snippets
+        path = tmp_path / "swag.csv"
+        header = ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,"
+        header += "ending0,ending1,ending2,ending3,label\n"
+        with open(path, "w") as f:
+            f.write(header)
+            for i in range(48):
+                ends = [texts[(i + k) % 64].replace('"', '""') for k in range(1, 5)]
+                sent1 = texts[i].replace('"', '""')
+                cells = [str(i), f"v{i}", "0", f'"{sent1} It"', f'"{sent1}"', "It", "gold"]
+                cells += [f'"{e}"' for e in ends] + [str(i % 4)]
+                f.write(",".join(cells) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "task, metric",
+    [("multilabel", "micro_f1"), ("longdoc", "accuracy"), ("swag", "accuracy")],
+)
+def test_local_file_task_end_to_end(task, metric, vocab_file, tmp_path):
+    config = tiny_config(task, vocab_file)
+    config.task.train_file = _write_local_task(task, tmp_path)
+    if task == "longdoc":
+        config.task.update(max_seq_length=24, window_stride=8)
+    result = finetune_sweep.run(config, str(tmp_path / "run"), log=lambda s: None)
+    assert result["metric"] == metric
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0.0 <= results["dev"][metric] <= 1.0
+    (pred,) = os.listdir(tmp_path / "run" / "predictions")
+    lines = (tmp_path / "run" / "predictions" / pred).read_text().splitlines()
+    n_dev = {"multilabel": 13, "longdoc": 3, "swag": 10}[task]  # 20% held out
+    assert len(lines) == n_dev + 1  # a header and one line per dev example
