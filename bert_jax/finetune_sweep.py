@@ -71,6 +71,11 @@ def run(
     if stopped is not None:
         return stopped
     summary = summarise(runs, ready.task.metric)
+    # The best dev model of the whole sweep: the best point's best seed.
+    point = summary["points"][summary["best_point"]]
+    seed = point["seeds"][0] if point["best_seed"] is None else point["best_seed"]
+    run_dir = workdir if single else os.path.join(workdir, summary["best_point"], f"seed{seed}")
+    summary["best_model"] = os.path.join(run_dir, "best")
     if not single:
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "summary.json"), "w") as f:

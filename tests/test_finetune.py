@@ -181,6 +181,23 @@ def test_init_checkpoint_encoder_is_loaded_and_heads_fresh(vocab_file, tmp_path)
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("task", sorted(finetune_config.TASKS))
+def test_every_task_config_builds(task):
+    from bert_jax.data.tasks import registry
+
+    config = finetune_config.get_config(f"task={task},grid")
+    assert len(finetune_sweep.points(config)) == 18 and config.sweep.seeds == (0, 1, 2)
+    head = registry.make_task(config.task, tokenizer=None).head
+    fields = {k: v for k, v in config.model.items() if k != "size"}
+    model = finetune.make_model(head, BertConfig.from_dict({**fields, "vocab_size": 30522}), 3)
+    tx = optax.adamw(1e-5)
+    shape = (4, 16) if head == "choice" else (16,)
+    # Shapes only: the whole BERT-base state, abstractly, in milliseconds.
+    abstract = jax.eval_shape(lambda: finetune.init_state(model, tx, jax.random.PRNGKey(0), shape))
+    n = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
+    assert abs(n - 109.5e6) / 109.5e6 < 0.01, n
+
+
 def test_select_last_or_best_epoch():
     history = [{"epoch": 1, "f1": 0.5}, {"epoch": 2, "f1": 0.7}, {"epoch": 3, "f1": 0.6}]
     assert finetune._select(history, "f1", "last")["epoch"] == 3
@@ -205,6 +222,11 @@ def test_grid_points_and_summary(vocab_file, tmp_path):
             assert (tmp_path / "grid" / name / f"seed{seed}" / "results.json").exists()
     assert summary["best_point"] == max(names, key=lambda k: summary["points"][k]["mean"])
     assert json.loads((tmp_path / "grid" / "summary.json").read_text()) == summary
+    best = summary["points"][summary["best_point"]]["best_seed"]
+    assert summary["best_model"] == str(
+        tmp_path / "grid" / summary["best_point"] / f"seed{best}" / "best"
+    )
+    assert os.path.isdir(summary["best_model"])
     # A finished grid is not run again.
     lines = []
     assert finetune_sweep.run(config, str(tmp_path / "grid"), log=lines.append) == summary
