@@ -212,7 +212,12 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     )
     took = time.time() - t0
     log(f"task {task.name} ({task.head}, {task.num_labels} labels): {sizes}; {took:.1f}s")
-    params = None if init is None else {"bert": init.params["bert"]}
+    params = None
+    if init is not None:
+        encoder = dict(init.params["bert"])
+        if config.reinit_pooler:
+            encoder.pop("pooler", None)
+        params = {"bert": encoder}
     return Setup(task, splits, features, bert_config, params, tokenizer, str(vocab_file), lowercase)
 
 

@@ -43,19 +43,26 @@ def decay_mask(params) -> dict:
 def make_optimizer(
     cfg: ml_collections.ConfigDict, total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optimizer, learning-rate schedule) from the `optimizer` section of a config."""
-    schedule = bert_schedule(cfg.learning_rate, cfg.warmup_steps, total_steps)
+    """(optimizer, learning-rate schedule) from the `optimizer` section of a config.
+
+    Steps count train steps (micro-batches). With grad_accum_steps=k the inner optimizer
+    updates once per k of them, so its schedule runs over total_steps // k updates; the returned
+    schedule maps a train step to the rate in effect (for logging).
+    """
+    k = cfg.get("grad_accum_steps", 1)
+    inner = bert_schedule(cfg.learning_rate, cfg.warmup_steps // k, max(total_steps // k, 1))
     factories = {"adamw": optax.adamw, "lamb": optax.lamb}
     if cfg.name not in factories:
         raise ValueError(f"optimizer.name={cfg.name!r}; use one of {sorted(factories)}.")
     opt = factories[cfg.name](
-        schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
+        inner, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask
     )
     parts = []
     if cfg.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     parts.append(opt)
     tx = optax.chain(*parts)
-    if cfg.get("grad_accum_steps", 1) > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=cfg.grad_accum_steps)
-    return tx, schedule
+    if k > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=k)
+        return tx, lambda step: inner(step // k)
+    return tx, inner

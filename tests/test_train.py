@@ -212,3 +212,20 @@ def test_config_arg_typos_are_errors():
         pretrain.get_config("sise=base")
     with pytest.raises(ValueError, match="size="):
         pretrain.get_config("size=huge")
+
+
+def test_grad_accumulation_schedule_runs_over_updates():
+    # 40 train steps with k=4 are 10 updates: warmup 8 steps = 2 updates, and the rate reaches
+    # 0.1 at the last update (it would still be ~75% of the peak if it counted micro-steps).
+    cfg = opt_config(grad_accum_steps=4, warmup_steps=8, grad_clip_norm=0.0, learning_rate=1.0)
+    tx, schedule = optim.make_optimizer(cfg, 40)
+    params = {"w": jnp.ones(())}
+    state = tx.init(params)
+    for step in range(40):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        if step % 4 == 3:  # an update: Adam's step on a constant gradient is -lr (+ decay lr*w)
+            assert -float(updates["w"]) == pytest.approx(float(schedule(step)) * 1.01, abs=1e-4)
+        else:
+            assert float(updates["w"]) == 0.0
+    expected = [0.0, 0.5, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    assert [float(schedule(s)) for s in range(3, 40, 4)] == pytest.approx(expected, abs=1e-6)
