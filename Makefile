@@ -2,6 +2,8 @@
 #   make demo   installs into .venv, then pre-trains BERT-tiny on the Wikipedia sample
 #   make test   installs into .venv, then runs the test suite (what CI runs)
 PYTHON ?= python3
+# Test processes (pytest-xdist); each one also gets 8 fake CPU devices.
+TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -20,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m bert_jax.main --config=configs/pretrain.py:size=tiny,demo --workdir=runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

@@ -39,6 +39,7 @@ setup(
         # seqeval the metrics; never a runtime need.
         "test": [
             "pytest>=8",
+            "pytest-xdist>=3.6",
             "ruff>=0.6",
             "transformers>=4.45,<6",
             "torch==2.13.0",
