@@ -13,7 +13,9 @@ import jax  # noqa: E402
 
 jax.config.update(
     "jax_compilation_cache_dir",
-    os.environ.get("BERT_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "bert_jax_xla_cache")),
+    os.environ.get(
+        "BERT_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "bert_jax_xla_cache")
+    ),
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
