@@ -33,6 +33,8 @@ setup(
         "mwparserfromhell>=0.6.6,<0.8",
         # Reading/writing Hugging Face weight files (numpy API, no torch needed).
         "safetensors>=0.4",
+        # TFRecord checksums (CRC-32C in hardware) without importing TensorFlow in data workers.
+        "google-crc32c>=1.5",
     ],
     extras_require={
         # transformers + torch (CPU) only prove numerical parity in tests, scikit-learn and

@@ -252,15 +252,15 @@ class SentenceEncoder:
         self.tokenizer = tokenizer
         self.word_starts = word_starts
         self.cache_limit = cache_limit or _WORD_CACHE_LIMIT
-        tokens = vocab_tokens(tokenizer)
-        self._continuation = np.array([t.startswith("##") for t in tokens], bool)
+        self.tokens = vocab_tokens(tokenizer)  # in id order
+        self._continuation = np.array([t.startswith("##") for t in self.tokens], bool)
         # Printable-ASCII words skip the Rust normalizer (about half of its cost): for them
         # BertNormalizer only lowercases (no accents, controls, whitespace or CJK to handle).
         self._plain, self._lowercase = None, False
         normalizer = tokenizer.normalizer
         if isinstance(normalizer, normalizers.BertNormalizer):
-            self._plain = Tokenizer.from_str(tokenizer.to_str())
-            self._plain.normalizer = None
+            self._plain = Tokenizer(tokenizer.model)  # the same WordPiece model, shared
+            self._plain.pre_tokenizer = tokenizer.pre_tokenizer
             self._lowercase = bool(normalizer.lowercase)
         self._reset()
 

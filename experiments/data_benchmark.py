@@ -1,6 +1,6 @@
 r"""Throughput and memory of pre-training data creation (`bert_jax.data.prepare`).
 
-    python experiments/data_benchmark.py --corpus=sample:enwiki --dupe_factor=10
+    python experiments/data_benchmark.py --corpus=sample:enwiki --dupe_factor=10 --runs=10
     python experiments/data_benchmark.py --corpus=sample:enwiki --repeat=10   # a 10x corpus
 
 Times `prepare()` from a text-format corpus and a given vocab to finished TFRecords (the work the
@@ -43,6 +43,7 @@ flags.DEFINE_integer("chunk_chars", streaming.DEFAULT_CHUNK_CHARS, "Characters p
 flags.DEFINE_string("whole_word_mask", "none", "none | wordpiece | segmented.")
 flags.DEFINE_boolean("dynamic_masking", False, "Write unmasked records.")
 flags.DEFINE_string("workdir", "", "Where to write (default: a temporary folder, removed).")
+flags.DEFINE_integer("runs", 1, "Timed runs; with more than one, a last line gives the median.")
 FLAGS = flags.FLAGS
 
 
@@ -85,6 +86,53 @@ def _cpu_seconds() -> float:
     return total
 
 
+def _timed_run(text: pathlib.Path, vocab: str, out: pathlib.Path) -> dict:
+    """One timed prepare() of `text` into `out` (emptied first), with its figures."""
+    workers = FLAGS.num_workers or os.cpu_count() or 1
+    shutil.rmtree(out, ignore_errors=True)
+    sampler = subprocess.Popen(
+        [sys.executable, "-c", _SAMPLER, str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    cpu_before = _cpu_seconds()
+    start = time.perf_counter()
+    stats = prepare.prepare(
+        str(text), out, vocab_file=vocab, max_seq_length=FLAGS.max_seq_length,
+        max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+        dupe_factor=FLAGS.dupe_factor, eval_fraction=0.0,
+        num_train_files=FLAGS.num_train_files or 4 * workers, num_workers=workers,
+        chunk_chars=FLAGS.chunk_chars, whole_word_mask=FLAGS.whole_word_mask,
+        dynamic_masking=FLAGS.dynamic_masking,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_before
+    tree_peak = float(sampler.communicate("")[0])
+    train = stats["train"]
+    return {
+        "corpus": FLAGS.corpus,
+        "repeat": FLAGS.repeat,
+        "corpus_mb": round(pathlib.Path(text).stat().st_size / 2**20, 1),
+        "workers": workers,
+        "dupe_factor": FLAGS.dupe_factor,
+        "max_seq_length": FLAGS.max_seq_length,
+        "instances": train["instances"],
+        "tokens": train["tokens"],
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(train["instances"] / seconds),
+        "tokens_per_s": round(train["tokens"] / seconds),
+        # CPU time of this process and its workers: the work itself, which other load on
+        # the machine does not change (the wall-clock figures above it does).
+        "cpu_seconds": round(cpu, 2),
+        "instances_per_cpu_s": round(train["instances"] / cpu),
+        "peak_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_largest_child_mb": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        ),
+        "peak_rss_tree_mb": round(tree_peak),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
     work = pathlib.Path(FLAGS.workdir or tempfile.mkdtemp(prefix="bert_jax_bench_"))
@@ -105,51 +153,16 @@ def main(argv: list[str]) -> None:
             except RuntimeError:  # offline and not cached: a vocab of the corpus itself
                 vocab = str(work / "vocab.txt")
                 tokenization.train_wordpiece([str(text)], 30_000, vocab)
-        workers = FLAGS.num_workers or os.cpu_count() or 1
-        out = work / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        sampler = subprocess.Popen(
-            [sys.executable, "-c", _SAMPLER, str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        cpu_before = _cpu_seconds()
-        start = time.perf_counter()
-        stats = prepare.prepare(
-            str(text), out, vocab_file=vocab, max_seq_length=FLAGS.max_seq_length,
-            max_predictions_per_seq=FLAGS.max_predictions_per_seq,
-            dupe_factor=FLAGS.dupe_factor, eval_fraction=0.0,
-            num_train_files=FLAGS.num_train_files or 4 * workers, num_workers=workers,
-            chunk_chars=FLAGS.chunk_chars, whole_word_mask=FLAGS.whole_word_mask,
-            dynamic_masking=FLAGS.dynamic_masking,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        cpu = _cpu_seconds() - cpu_before
-        tree_peak = float(sampler.communicate("")[0])
-        train = stats["train"]
-        result = {
-            "corpus": FLAGS.corpus,
-            "repeat": FLAGS.repeat,
-            "corpus_mb": round(pathlib.Path(text).stat().st_size / 2**20, 1),
-            "workers": workers,
-            "dupe_factor": FLAGS.dupe_factor,
-            "max_seq_length": FLAGS.max_seq_length,
-            "instances": train["instances"],
-            "tokens": train["tokens"],
-            "seconds": round(seconds, 2),
-            "instances_per_s": round(train["instances"] / seconds),
-            "tokens_per_s": round(train["tokens"] / seconds),
-            # CPU time of this process and its workers: the work itself, which other load on
-            # the machine does not change (the wall-clock figures above it does).
-            "cpu_seconds": round(cpu, 2),
-            "instances_per_cpu_s": round(train["instances"] / cpu),
-            "peak_rss_self_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "peak_rss_largest_child_mb": round(
-                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            ),
-            "peak_rss_tree_mb": round(tree_peak),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        }
-        print(json.dumps(result))
+        runs = [_timed_run(text, vocab, work / "out") for _ in range(FLAGS.runs)]
+        for result in runs:
+            print(json.dumps(result))
+        if len(runs) > 1:
+            rates = sorted(r["instances_per_s"] for r in runs)
+            print(json.dumps({
+                "runs": len(runs), "median_instances_per_s": rates[len(rates) // 2],
+                "best_instances_per_s": rates[-1], "worst_instances_per_s": rates[0],
+                "max_peak_rss_tree_mb": max(r["peak_rss_tree_mb"] for r in runs),
+            }))  # fmt: skip
     finally:
         if not FLAGS.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -41,7 +41,7 @@ class VocabInfo:
             mask_id=special[tokenization.MASK],
             cls_id=special[tokenization.CLS],
             sep_id=special[tokenization.SEP],
-            pool=random_token_pool(tokenizer),
+            pool=random_token_pool(tokens),
             continuation=np.array([t.startswith("##") for t in tokens], bool),
         )
 

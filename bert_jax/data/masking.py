@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 
 import numpy as np
-from tokenizers import Tokenizer
-
-from bert_jax.tokenization import vocab_tokens
 
 # Whole-word masking modes. "wordpiece": a word is a token plus its following `##` pieces.
 # "segmented": a word is a whitespace-separated unit of the input text, e.g. the words of a
@@ -102,10 +100,12 @@ def masking_config(data_config) -> MaskingConfig:
     )
 
 
-def random_token_pool(tokenizer: Tokenizer) -> np.ndarray:
-    """Ids a "random token" replacement may take: all but bracketed ones ([PAD], [unused0]...)."""
+def random_token_pool(tokens: Sequence[str]) -> np.ndarray:
+    """Ids a "random token" replacement may take: all but bracketed ones ([PAD], [unused0]...).
+
+    `tokens`: the vocabulary in id order (`tokenization.vocab_tokens`)."""
     bracketed = re.compile(r"^\[[^\]]+\]$")
-    ids = [i for i, t in enumerate(vocab_tokens(tokenizer)) if not bracketed.match(t)]
+    ids = [i for i, t in enumerate(tokens) if not bracketed.match(t)]
     return np.asarray(ids, np.int32)
 
 

@@ -226,17 +226,18 @@ def _build(corpus, work, args, recipe, mask_cfg, *, vocab_file, num_workers, chu
                   "one_sentence_documents", *streaming.READ_COUNTS)
     }  # fmt: skip
     corpus_counts.update(convert_counts)
-    tokenizer = tokenization.load_tokenizer(vocab_path, lowercase=args["lowercase"])
+    with open(vocab_path, "rb") as f:
+        vocab_size = sum(1 for _ in f)  # one token per line
     n_instances = train_counts["instances"] + (eval_counts["instances"] if eval_counts else 0)
     seconds = time.time() - start
     return {
         "args": args,
         "summary": (
             f"{corpus_counts['documents']} documents, {corpus_counts['sentences']} sentences, "
-            f"{n_instances} instances, vocab size {tokenizer.get_vocab_size()}, {seconds:.1f} s"
+            f"{n_instances} instances, vocab size {vocab_size}, {seconds:.1f} s"
         ),
         "corpus": corpus_counts,
-        "vocab_size": tokenizer.get_vocab_size(),
+        "vocab_size": vocab_size,
         "train_files": train_files,
         "eval_file": "eval.tfrecord" if n_eval else None,
         "train": instances.summarize(train_counts),

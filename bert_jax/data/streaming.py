@@ -193,10 +193,11 @@ def _vocab(vocab_file: str, lowercase: bool, word_mode: str) -> _Vocab:
     if key not in _VOCABS:
         _VOCABS.clear()  # a new vocab: the old cache is of no use
         tokenizer = tokenization.load_tokenizer(vocab_file, lowercase=lowercase)
+        encoder = tokenization.SentenceEncoder(tokenizer, word_mode)
         _VOCABS[key] = _Vocab(
-            tokenization.SentenceEncoder(tokenizer, word_mode),
+            encoder,
             tokenization.vocab_special_ids(tokenizer),
-            masking.random_token_pool(tokenizer),
+            masking.random_token_pool(encoder.tokens),
         )
     return _VOCABS[key]
 
@@ -261,7 +262,7 @@ def make_features(
     table = pretraining.chunk_instances(chunk, recipe, rng, counts).arrays()
     order = np_rng.permutation(len(table["random_next"]))
     special = tokenization.vocab_special_ids(tokenizer)
-    pool = masking.random_token_pool(tokenizer)
+    pool = masking.random_token_pool(encoder.tokens)
     parts = []
     for begin in range(0, len(order), _BATCH):
         batch = pretraining.assemble(
