@@ -225,11 +225,23 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             f"data.max_predictions_per_seq={d.max_predictions_per_seq} exceeds "
             f"data.max_seq_length={d.max_seq_length}."
         )
-    if d.phase2_step and d.phase2_max_seq_length > config.model.max_position_embeddings:
-        raise ValueError(
-            f"data.phase2_max_seq_length={d.phase2_max_seq_length} exceeds "
-            f"model.max_position_embeddings={config.model.max_position_embeddings}."
-        )
+    if d.phase2_step:
+        if d.phase2_max_seq_length > config.model.max_position_embeddings:
+            raise ValueError(
+                f"data.phase2_max_seq_length={d.phase2_max_seq_length} exceeds "
+                f"model.max_position_embeddings={config.model.max_position_embeddings}."
+            )
+        if d.phase2_max_predictions_per_seq > d.phase2_max_seq_length:
+            raise ValueError(
+                f"data.phase2_max_predictions_per_seq={d.phase2_max_predictions_per_seq} exceeds "
+                f"data.phase2_max_seq_length={d.phase2_max_seq_length}."
+            )
+        if d.phase2_step >= config.train.num_train_steps:
+            raise ValueError(
+                f"data.phase2_step={d.phase2_step} is not before train.num_train_steps="
+                f"{config.train.num_train_steps}: phase 2 would never start. The paper switches "
+                "after 90% of the steps."
+            )
     if d.max_seq_length > config.model.max_position_embeddings:
         raise ValueError(
             f"data.max_seq_length={d.max_seq_length} exceeds model.max_position_embeddings="

@@ -184,3 +184,38 @@ def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
     resumed = train.train_and_evaluate(config, str(tmp_path / "b"), log=lambda s: None)
     for x, y in zip(_leaves(full["state"]), _leaves(resumed["state"]), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"data.max_predictions_per_seq": 40}, "max_predictions_per_seq=40 exceeds"),
+        ({"data.max_seq_length": 64}, "max_position_embeddings=32"),
+        ({"data.phase2_step": 4, "data.phase2_max_seq_length": 64}, "phase2_max_seq_length=64"),
+        (
+            {
+                "data.phase2_step": 4,
+                "data.phase2_max_seq_length": 16,
+                "data.phase2_max_predictions_per_seq": 20,
+            },
+            "phase2_max_predictions_per_seq=20 exceeds",
+        ),  # fmt: skip
+        (
+            {
+                "data.phase2_step": 8,
+                "data.phase2_max_seq_length": 32,
+                "data.phase2_max_predictions_per_seq": 5,
+            },
+            "phase 2 would never start",
+        ),  # fmt: skip
+        ({"train.batch_size": 9}, "batch_size=9 is not divisible by the 8 devices"),
+    ],
+)
+def test_config_errors_name_the_field(data_dir, overrides, message):
+    config = small_config(data_dir)
+    config.data.train_files = "x"
+    for dotted, value in overrides.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    with pytest.raises(ValueError, match=message):
+        train.check_config(config, n_devices=8)
