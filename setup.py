@@ -35,6 +35,8 @@ setup(
         "safetensors>=0.4",
         # TFRecord checksums (CRC-32C in hardware) without importing TensorFlow in data workers.
         "google-crc32c>=1.5",
+        # Plots of sweep results (experiments/paper_tables.py).
+        "matplotlib>=3.7",
     ],
     extras_require={
         # transformers + torch (CPU) only prove numerical parity in tests, scikit-learn and

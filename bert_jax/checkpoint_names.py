@@ -393,7 +393,16 @@ def make_config(fields: dict, source: str) -> BertConfig:
         raise ValueError(f"{source}: {e}") from e
 
 
+def _refuse_causal(config: BertConfig) -> None:
+    if config.causal:
+        raise ValueError(
+            "causal=True (a left-to-right model): BERT checkpoints are bidirectional and pool "
+            "[CLS], so this model has no faithful export; use --format=ours."
+        )
+
+
 def config_to_hf(config: BertConfig, heads: list[str], num_labels: int = 0) -> dict:
+    _refuse_causal(config)
     if config.position_embedding_type != "learned":
         raise ValueError(
             f"position_embedding_type={config.position_embedding_type!r}: Hugging Face's BERT "
@@ -414,6 +423,7 @@ def config_to_hf(config: BertConfig, heads: list[str], num_labels: int = 0) -> d
 
 
 def config_to_tf(config: BertConfig) -> dict:
+    _refuse_causal(config)
     if config.position_embedding_type != "learned":
         raise ValueError("sinusoidal positions have no original-BERT equivalent; cannot export.")
     out = {k: getattr(config, k) for k in _HF_FIELDS if k != "layer_norm_eps"}

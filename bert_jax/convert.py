@@ -217,6 +217,7 @@ _ARCHITECTURE_FIELDS = (
     "type_vocab_size",
     "layer_norm_eps",
     "position_embedding_type",
+    "causal",
 )
 
 

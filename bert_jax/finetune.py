@@ -42,19 +42,30 @@ TARGETS = ("label", "label_weights", "start_position", "end_position")
 # --------------------------------------------------------------------------- the pure functions
 
 
-def make_model(head: str, config: BertConfig, num_labels: int):
-    """The Flax module of a head: classification/regression/multilabel share the pooled head."""
-    if head in ("classification", "multilabel"):
-        return heads.BertForSequenceClassification(config, num_labels)
-    if head == "regression":
-        return heads.BertForSequenceClassification(config, 1)
-    if head == "token":
-        return heads.BertForTokenClassification(config, num_labels)
-    if head == "span":
-        return heads.BertForQuestionAnswering(config)
+def make_model(
+    head: str, config: BertConfig, num_labels: int, head_input: heads.HeadInput | None = None
+):
+    """The Flax module of a head: classification/regression/multilabel share the pooled head.
+
+    `head_input`: the encoder layers the head reads, a frozen encoder, a BiLSTM (config.head)."""
+    head_input = head_input or heads.HeadInput()
     if head == "choice":
+        if not head_input.is_default:
+            raise ValueError("the multiple-choice head takes no config.head options.")
         return heads.BertForMultipleChoice(config)
+    if head in ("classification", "multilabel", "regression"):
+        n = 1 if head == "regression" else num_labels
+        return heads.BertForSequenceClassification(config, n, head_input)
+    if head == "token":
+        return heads.BertForTokenClassification(config, num_labels, head_input)
+    if head == "span":
+        return heads.BertForQuestionAnswering(config, head_input)
     raise ValueError(f"head={head!r}; use one of {common.HEADS}.")
+
+
+def head_input(config: ml_collections.ConfigDict) -> heads.HeadInput:
+    """config.head as a HeadInput (configs written before config.head existed: the default)."""
+    return heads.HeadInput(**config.get("head", {}))
 
 
 def init_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) -> State:
@@ -281,7 +292,10 @@ def finetune(
     opt_cfg = ml_collections.ConfigDict(config.optimizer.to_dict())
     opt_cfg.warmup_steps = int(round(t.warmup_proportion * total))
     tx, schedule = optim.make_optimizer(opt_cfg, total)
-    model = make_model(task.head, ready.bert_config, task.num_labels)
+    spec = head_input(config)
+    if spec.freeze_encoder:  # feature-based: the encoder is neither trained nor decayed
+        tx = optim.freeze(tx, "bert")
+    model = make_model(task.head, ready.bert_config, task.num_labels, spec)
 
     os.makedirs(workdir, exist_ok=True)
     _write_config(config, ready, workdir)

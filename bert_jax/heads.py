@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,6 +100,112 @@ class BertForPreTraining(nn.Module):
         }
 
 
+# Which encoder outputs a head reads (BERT Table 7): every hidden state is [B, S, H];
+# hidden_states[0] is the embedding output, hidden_states[-1] the last layer.
+LAYERS = ("last", "second_to_last", "embeddings", "sum_last_four", "concat_last_four", "sum_all")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadInput:
+    """What sits between the encoder and a head's output layer.
+
+    The default (the last layer, trained encoder, no BiLSTM) is BERT fine-tuning. Table 7's
+    feature-based NER freezes the encoder (`freeze_encoder`: no gradient, no dropout, no update)
+    and reads `layers` through a `bilstm_layers`-layer BiLSTM; Table 5 puts a BiLSTM on top of a
+    fine-tuned left-to-right model.
+    """
+
+    layers: str = "last"
+    freeze_encoder: bool = False
+    bilstm_layers: int = 0
+    bilstm_size: int = 0  # units per direction; 0: the encoder's hidden size
+
+    def __post_init__(self):
+        if self.layers not in LAYERS:
+            raise ValueError(f"head.layers={self.layers!r}; use one of {LAYERS}.")
+        if self.bilstm_layers < 0 or self.bilstm_size < 0:
+            raise ValueError(
+                f"head.bilstm_layers={self.bilstm_layers}, head.bilstm_size={self.bilstm_size}: "
+                "both must be >= 0."
+            )
+
+    @property
+    def is_default(self) -> bool:
+        return self == HeadInput()
+
+
+class ScalarMix(nn.Module):
+    """gamma * sum_k softmax(w)_k h_k: a learned weighted sum of layers (ELMo; BERT Table 7)."""
+
+    @nn.compact
+    def __call__(self, layers: list[Array]) -> Array:
+        w = jax.nn.softmax(self.param("weights", nn.initializers.zeros, (len(layers),)))
+        gamma = self.param("gamma", nn.initializers.ones, ())
+        return gamma * sum(w[k] * h.astype(jnp.float32) for k, h in enumerate(layers))
+
+
+class BiLSTM(nn.Module):
+    """One bidirectional LSTM layer over [B, S, D] -> [B, S, 2U]; the backward pass starts at
+    each sequence's last real token (padding is never read)."""
+
+    units: int
+
+    @nn.compact
+    def __call__(self, x_BxSxD: Array, lengths_B: Array) -> Array:
+        def rnn(name):
+            # An unbound cell (parent=None) is adopted by its RNN: forward/cell/...
+            return nn.RNN(nn.OptimizedLSTMCell(self.units, parent=None), name=name)
+
+        return nn.Bidirectional(rnn("forward"), rnn("backward"))(x_BxSxD, seq_lengths=lengths_B)
+
+
+class HeadFeatures(nn.Module):
+    """Encoder outputs -> per-position features [B, S, F] and a sentence vector [B, F]."""
+
+    config: BertConfig
+    spec: HeadInput
+
+    @nn.compact
+    def __call__(self, out: dict, input_mask: Array, deterministic: bool):
+        c, spec, hidden = self.config, self.spec, out["hidden_states"]
+        if spec.is_default:
+            return out["sequence_output"], out["pooled_output"]
+        x = {
+            "last": lambda: hidden[-1],
+            "second_to_last": lambda: hidden[-2],
+            "embeddings": lambda: hidden[0],
+            "sum_last_four": lambda: ScalarMix(name="scalar_mix")(hidden[-4:]),
+            "concat_last_four": lambda: jnp.concatenate(hidden[-4:], axis=-1),
+            "sum_all": lambda: ScalarMix(name="scalar_mix")(hidden[1:]),
+        }[spec.layers]()
+        if spec.freeze_encoder:
+            x = jax.lax.stop_gradient(x)
+        lengths_B = jnp.sum(input_mask > 0, axis=1)
+        last_B = jnp.maximum(lengths_B - 1, 0)
+        if not spec.bilstm_layers:
+            # The token a sentence vector is read from: [CLS], or the last one of a causal model.
+            at_B = last_B if c.causal else jnp.zeros_like(last_B)
+            return x, jnp.take_along_axis(x, at_B[:, None, None], axis=1)[:, 0]
+        units = spec.bilstm_size or c.hidden_size
+        for i in range(spec.bilstm_layers):
+            x = nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
+            x = BiLSTM(units, name=f"bilstm_{i}")(x.astype(jnp.float32), lengths_B)
+        # Sentence vector: the forward pass at the last token, the backward pass at the first.
+        fwd_BxU = jnp.take_along_axis(x[..., :units], last_B[:, None, None], axis=1)[:, 0]
+        return x, jnp.concatenate([fwd_BxU, x[:, 0, units:]], axis=-1)
+
+
+def _encode(module: nn.Module, input_ids, input_mask, segment_ids, deterministic: bool):
+    """BertModel (scope `bert`) then the head's input features: (per position, sentence)."""
+    spec = module.head_input
+    if input_mask is None:
+        input_mask = jnp.ones_like(input_ids)
+    out = BertModel(module.config, name="bert")(
+        input_ids, input_mask, segment_ids, deterministic or spec.freeze_encoder
+    )
+    return HeadFeatures(module.config, spec, name="head_input")(out, input_mask, deterministic)
+
+
 def _classify(config: BertConfig, x: Array, num_outputs: int, deterministic: bool) -> Array:
     """Dropout, then the dense `classifier` layer (called inside a compact method, whose scope
     it joins: the parameters are `classifier/kernel` and `classifier/bias`, as HF names them)."""
@@ -110,12 +218,12 @@ class BertForSequenceClassification(nn.Module):
 
     config: BertConfig
     num_labels: int
+    head_input: HeadInput = HeadInput()
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
-        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
-        logits = _classify(self.config, out["pooled_output"], self.num_labels, deterministic)
-        return {"logits": logits}
+        _, pooled = _encode(self, input_ids, input_mask, segment_ids, deterministic)
+        return {"logits": _classify(self.config, pooled, self.num_labels, deterministic)}
 
 
 class BertForTokenClassification(nn.Module):
@@ -123,23 +231,24 @@ class BertForTokenClassification(nn.Module):
 
     config: BertConfig
     num_labels: int
+    head_input: HeadInput = HeadInput()
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
-        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
-        logits = _classify(self.config, out["sequence_output"], self.num_labels, deterministic)
-        return {"logits": logits}
+        x, _ = _encode(self, input_ids, input_mask, segment_ids, deterministic)
+        return {"logits": _classify(self.config, x, self.num_labels, deterministic)}
 
 
 class BertForQuestionAnswering(nn.Module):
     """Every position -> (start, end) span logits (SQuAD). No dropout before `qa_outputs`."""
 
     config: BertConfig
+    head_input: HeadInput = HeadInput()
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic=True):
-        out = BertModel(self.config, name="bert")(input_ids, input_mask, segment_ids, deterministic)
-        logits_BxSx2 = dense(self.config, 2, "qa_outputs")(out["sequence_output"])
+        x, _ = _encode(self, input_ids, input_mask, segment_ids, deterministic)
+        logits_BxSx2 = dense(self.config, 2, "qa_outputs")(x)
         logits_BxSx2 = logits_BxSx2.astype(jnp.float32)
         return {"start_logits": logits_BxSx2[..., 0], "end_logits": logits_BxSx2[..., 1]}
 

@@ -29,28 +29,48 @@ def weighted_correct(logits_BxKxC: Array, labels_BxK: Array, weights_BxK: Array)
     return jnp.sum(hits * w), jnp.sum(w)
 
 
-def pretraining_sums(outputs: dict[str, Array], batch: dict[str, Array]) -> dict[str, Array]:
+def unmasked_input_ids(batch: dict[str, Array]) -> Array:
+    """The original tokens of a masked instance: masked_lm_ids put back at their positions."""
+    ids_BxS, pos_BxP = jnp.asarray(batch["input_ids"]), batch["masked_lm_positions"]
+    rows_Bx1 = jnp.arange(ids_BxS.shape[0])[:, None]
+    original_BxP = jnp.where(
+        batch["masked_lm_weights"] > 0, batch["masked_lm_ids"], ids_BxS[rows_Bx1, pos_BxP]
+    )
+    return ids_BxS.at[rows_Bx1, pos_BxP].set(original_BxP)
+
+
+def pretraining_sums(
+    outputs: dict[str, Array],
+    batch: dict[str, Array],
+    *,
+    causal: bool = False,
+    next_sentence: bool = True,
+) -> dict[str, Array]:
     """Sums and weights of the MLM and NSP losses and accuracies for one batch.
 
     `batch['example_weights']` (optional, [B]) marks real examples (1) against padding examples (0)
-    that fill the last eval batch to a fixed shape.
+    that fill the last eval batch to a fixed shape. `causal`: the "mlm" sums are those of a
+    left-to-right LM instead (`mlm_logits` [B, S, V] of the unmasked input; the target of
+    position t is token t+1). `next_sentence=False` (data without NSP): NSP sums are all zero.
     """
-    mlm_w = batch["masked_lm_weights"]
     ex_w = batch.get("example_weights")
     if ex_w is None:
         ex_w = jnp.ones(batch["next_sentence_labels"].shape, jnp.float32)
-    mlm_w = mlm_w * ex_w[:, None]
+    if causal:
+        logits = outputs["mlm_logits"][:, :-1]
+        targets = unmasked_input_ids(batch)[:, 1:]
+        mlm_w = batch["input_mask"][:, 1:].astype(jnp.float32) * ex_w[:, None]
+    else:
+        logits, targets = outputs["mlm_logits"], batch["masked_lm_ids"]
+        mlm_w = batch["masked_lm_weights"] * ex_w[:, None]
+    nsp_w = ex_w[:, None] if next_sentence else jnp.zeros_like(ex_w[:, None])
     nsp_logits = outputs["nsp_logits"][:, None]
     nsp_labels = batch["next_sentence_labels"][:, None]
     sums = {}
-    sums["mlm_loss"], sums["mlm_weight"] = weighted_cross_entropy(
-        outputs["mlm_logits"], batch["masked_lm_ids"], mlm_w
-    )
-    sums["mlm_correct"], _ = weighted_correct(outputs["mlm_logits"], batch["masked_lm_ids"], mlm_w)
-    sums["nsp_loss"], sums["nsp_weight"] = weighted_cross_entropy(
-        nsp_logits, nsp_labels, ex_w[:, None]
-    )
-    sums["nsp_correct"], _ = weighted_correct(nsp_logits, nsp_labels, ex_w[:, None])
+    sums["mlm_loss"], sums["mlm_weight"] = weighted_cross_entropy(logits, targets, mlm_w)
+    sums["mlm_correct"], _ = weighted_correct(logits, targets, mlm_w)
+    sums["nsp_loss"], sums["nsp_weight"] = weighted_cross_entropy(nsp_logits, nsp_labels, nsp_w)
+    sums["nsp_correct"], _ = weighted_correct(nsp_logits, nsp_labels, nsp_w)
     return sums
 
 
@@ -65,6 +85,8 @@ def pretraining_metrics(sums: dict[str, Array]) -> dict[str, Array]:
         "nsp_accuracy": sums["nsp_correct"] / nsp_w,
     }
     m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+    # Held-out masked-LM perplexity (BERT Table 6): exp of the mean loss per predicted token.
+    m["mlm_perplexity"] = jnp.exp(m["mlm_loss"])
     return m
 
 

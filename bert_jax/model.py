@@ -43,6 +43,10 @@ class BertConfig:
     # Compute dtype for matmuls ("float32" or "bfloat16"); parameters are always float32, and
     # softmax and LayerNorm statistics are always computed in float32.
     dtype: str = "float32"
+    # Left-to-right model (BERT Table 5, "LTR & No NSP"): a position attends only to itself and
+    # the positions before it, pre-training predicts the next token, and the pooler reads the
+    # last real token (the only one that has seen the whole input) instead of [CLS].
+    causal: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -145,6 +149,7 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> Array:
+        # (bias_Bx1xSxS for a causal model: the broadcast below is the same.)
         c = self.config
         n, d = c.num_attention_heads, c.hidden_size // c.num_attention_heads
         b, s, _ = x_BxSxH.shape
@@ -226,14 +231,19 @@ class Encoder(nn.Module):
         return hidden
 
 
-def attention_bias(input_mask_BxS: Array) -> Array:
-    """0 where a key may be attended to, a large negative number where it is padding.
+def attention_bias(input_mask_BxS: Array, causal: bool = False) -> Array:
+    """0 where a key may be attended to, a large negative number where it is padding (or, for a
+    causal model, in the future of the query): [B, 1, 1, S], or [B, 1, S, S] when causal.
 
     Added to the attention scores before the softmax, so padded keys get exactly zero weight in
     float32 (exp(finfo.min) underflows to 0) and real positions never see padding.
     """
     big_neg = jnp.finfo(jnp.float32).min
-    return jnp.where(input_mask_BxS[:, None, None, :] > 0, 0.0, big_neg).astype(jnp.float32)
+    allowed = input_mask_BxS[:, None, None, :] > 0
+    if causal:
+        s = input_mask_BxS.shape[1]
+        allowed = allowed & jnp.tril(jnp.ones((s, s), bool))[None, None]
+    return jnp.where(allowed, 0.0, big_neg).astype(jnp.float32)
 
 
 class BertModel(nn.Module):
@@ -262,21 +272,27 @@ class BertModel(nn.Module):
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic)
-        hidden = self.encoder(
-            x_BxSxH.astype(self.config.compute_dtype), attention_bias(input_mask), deterministic
-        )
+        bias = attention_bias(input_mask, self.config.causal)
+        hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype), bias, deterministic)
         return {
             "sequence_output": hidden[-1],
             "hidden_states": hidden,
-            "pooled_output": self.pooler(hidden[-1]),
+            "pooled_output": self.pooler(hidden[-1], input_mask),
         }
 
 
 class Pooler(nn.Module):
-    """tanh(dense(h[CLS])): the sentence representation used by NSP and classifiers."""
+    """tanh(dense(h[CLS])): the sentence representation used by NSP and classifiers.
+
+    A causal model pools its last real token instead (its [CLS] has seen only itself)."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH) -> Array:
-        return jnp.tanh(dense(self.config, self.config.hidden_size, "dense")(x_BxSxH[:, 0]))
+    def __call__(self, x_BxSxH, input_mask_BxS) -> Array:
+        if self.config.causal:
+            last_B = jnp.maximum(jnp.sum(input_mask_BxS > 0, axis=1) - 1, 0)
+            first_BxH = jnp.take_along_axis(x_BxSxH, last_B[:, None, None], axis=1)[:, 0]
+        else:
+            first_BxH = x_BxSxH[:, 0]
+        return jnp.tanh(dense(self.config, self.config.hidden_size, "dense")(first_BxH))

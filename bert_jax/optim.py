@@ -66,3 +66,14 @@ def make_optimizer(
         tx = optax.MultiSteps(tx, every_k_schedule=k)
         return tx, lambda step: inner(step // k)
     return tx, inner
+
+
+def freeze(tx: optax.GradientTransformation, *top_level: str) -> optax.GradientTransformation:
+    """`tx` for every parameter except those under the `top_level` keys, which never change
+    (zero updates, no optimizer state, no weight decay)."""
+
+    def labels(params):
+        return {k: jax.tree_util.tree_map(lambda _, k=k: "frozen" if k in top_level else "train", v)
+                for k, v in params.items()}  # fmt: skip
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -58,12 +58,23 @@ def init_state(
     return jax.jit(init)(init_rng)
 
 
+def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> dict:
+    """The pre-training heads' outputs. A causal (left-to-right) model reads the unmasked tokens
+    and scores every position; a bidirectional one scores only the masked positions."""
+    if model.config.causal:
+        inputs = (losses.unmasked_input_ids(batch), batch["input_mask"], batch["segment_ids"])
+    else:
+        inputs = tuple(batch[k] for k in MODEL_INPUTS)
+    return model.apply({"params": params}, *inputs, **kwargs)
+
+
 def train_step(
     state: State,
     batch: Batch,
     *,
     model: BertForPreTraining,
     optimizer: optax.GradientTransformation,
+    next_sentence: bool = True,
     axis_name: str | None = None,
 ) -> tuple[State, dict[str, jax.Array]]:
     """One optimizer step on the masked-LM + NSP loss. Pure: same inputs, same outputs.
@@ -71,6 +82,8 @@ def train_step(
     With `axis_name` (inside pmap) each device holds a slice of the global batch; the loss
     denominators are the *global* numbers of masked tokens and examples (psum), and gradients are
     summed, so the update equals the single-device update on the whole batch.
+    `next_sentence=False` (data without NSP) leaves the NSP head out of the loss; a causal model
+    (model.config.causal) is trained as a left-to-right LM instead of a masked LM.
     """
     rng = jax.random.fold_in(state["rng"], state["step"])
     if axis_name is not None:
@@ -80,13 +93,10 @@ def train_step(
         return x if axis_name is None else jax.lax.psum(x, axis_name)
 
     def loss_fn(params):
-        outputs = model.apply(
-            {"params": params},
-            *(batch[k] for k in MODEL_INPUTS),
-            deterministic=False,
-            rngs={"dropout": rng},
+        outputs = model_outputs(model, params, batch, deterministic=False, rngs={"dropout": rng})
+        sums = losses.pretraining_sums(
+            outputs, batch, causal=model.config.causal, next_sentence=next_sentence
         )
-        sums = losses.pretraining_sums(outputs, batch)
         mlm_weight = jnp.maximum(psum(sums["mlm_weight"]), 1e-8)
         nsp_weight = jnp.maximum(psum(sums["nsp_weight"]), 1e-8)
         return sums["mlm_loss"] / mlm_weight + sums["nsp_loss"] / nsp_weight, sums
@@ -108,10 +118,19 @@ def train_step(
     return new_state, metrics
 
 
-def eval_step(params, batch: Batch, *, model: BertForPreTraining, axis_name: str | None = None):
+def eval_step(
+    params,
+    batch: Batch,
+    *,
+    model: BertForPreTraining,
+    next_sentence: bool = True,
+    axis_name: str | None = None,
+):
     """Loss/accuracy sums on one batch (no dropout); padding examples carry example_weights 0."""
-    outputs = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS))
-    sums = losses.pretraining_sums(outputs, batch)
+    outputs = model_outputs(model, params, batch)
+    sums = losses.pretraining_sums(
+        outputs, batch, causal=model.config.causal, next_sentence=next_sentence
+    )
     return sums if axis_name is None else jax.lax.psum(sums, axis_name)
 
 
@@ -319,10 +338,11 @@ def train_and_evaluate(
         f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch")
     )
 
+    nsp = d.next_sentence
     par = Parallel(
         mode,
-        functools.partial(train_step, model=model, optimizer=tx),
-        functools.partial(eval_step, model=model),
+        functools.partial(train_step, model=model, optimizer=tx, next_sentence=nsp),
+        functools.partial(eval_step, model=model, next_sentence=nsp),
     )
     state = par.put_state(state)
     writer = MetricWriter(workdir)

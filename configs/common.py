@@ -47,6 +47,9 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     m.position_embedding_type = "learned"
     # Matmul compute dtype: "float32" or "bfloat16" (params stay float32).
     m.dtype = "float32"
+    # Left-to-right (causal) attention and a next-token LM objective instead of masked LM
+    # (BERT Table 5, "LTR & No NSP"); the pooler then reads the last token.
+    m.causal = False
     return m
 
 

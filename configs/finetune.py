@@ -103,6 +103,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task.window_pool = "mean"
     config.task.max_windows = 0
 
+    config.head = ml_collections.ConfigDict()
+    # Which encoder outputs the head reads: "last" (fine-tuning, as BERT), or for the
+    # feature-based approach of BERT Table 7 "embeddings", "second_to_last", "sum_last_four"
+    # (learned softmax weights), "concat_last_four", "sum_all" (every transformer layer).
+    config.head.layers = "last"
+    # Keep the encoder frozen (feature-based: no gradient, no dropout, no update; only the head
+    # learns) instead of fine-tuning it.
+    config.head.freeze_encoder = False
+    # BiLSTM layers between the encoder and the output layer (Table 7: 2; Table 5 "+ BiLSTM": 1).
+    config.head.bilstm_layers = 0
+    # BiLSTM units per direction (0: the encoder's hidden size).
+    config.head.bilstm_size = 0
+
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adamw"
     # Peak learning rate; warmup is train.warmup_proportion of the steps, then linear decay to 0.

@@ -1,0 +1,147 @@
+"""What a sweep is: jobs (one run each, with its own workdir) and the paper table they fill.
+
+A sweep module in configs/sweeps/ defines `get_sweep(arg: str) -> Sweep`, where `arg` is a compact
+string like "profile=mini,seeds=3" (parsed by `configs.common.parse_arg`). Each `Job` is one
+`python -m bert_jax.main` run: a config file with its arg, and dotted overrides. A value written
+"{job:NAME}" is replaced by the workdir of job NAME (a fine-tuning job names the pre-training job
+it starts from), and NAME must then be listed in `after`; "{root}" by the sweep's directory.
+
+Each job may fill table cells (`Cell`): the value at a dotted path of its workdir's
+results.json, e.g. "end.mlm_perplexity" (pre-training) or "dev.accuracy" (fine-tuning). Cells
+with the same row and column from several seeds are reported as mean +- std.
+
+Workdir layout of a launched sweep (experiments/launch.py writes it, experiments/paper_tables.py
+reads it):
+
+  ROOT/sweep.json          {"sweep": spec, "table": Table, "jobs": [Job, ...]} (as dicts)
+  ROOT/<job name>/         the run's workdir: config.json, results.json, metrics.jsonl, ...
+  ROOT/<job name>/launch.json
+      {"command": [...], "git_commit": str, "started": iso time, "finished": iso time | null,
+       "wall_seconds": float | null, "returncode": int | null, "status": "running"|"done"|"failed",
+       "host": str}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+_JOB_REF = re.compile(r"\{job:([^}]+)\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One value a job contributes to the table."""
+
+    row: str
+    column: str
+    # Dotted path into the job's results.json.
+    metric: str
+    seed: int = 0
+    # The value is multiplied by this (accuracy 0.84 -> 84.0, as the paper prints it).
+    scale: float = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run: `python -m bert_jax.main --config=CONFIG --workdir=ROOT/NAME --config.K=V ...`."""
+
+    name: str
+    config: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    cells: tuple[Cell, ...] = ()
+
+    def references(self) -> set[str]:
+        """Names of the jobs whose workdirs the overrides refer to ("{job:NAME}")."""
+        return {
+            m for v in self.overrides.values() if isinstance(v, str) for m in _JOB_REF.findall(v)
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """The paper's table: rows x columns, the paper's numbers, and how to print ours."""
+
+    name: str
+    title: str
+    row_header: str
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    # (row, column) -> the paper's value; missing cells print as "-".
+    paper: dict[tuple[str, str], float]
+    # Columns where lower is better (perplexity); the best cell per column is marked bold.
+    lower_is_better: tuple[str, ...] = ()
+    # Decimals printed per column (default 1).
+    decimals: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Free text under the table: what the profile scaled down, stand-in tasks, ...
+    notes: tuple[str, ...] = ()
+    # Optional x value per row for plots of metric vs model size (e.g. parameter count).
+    row_x: dict[str, float] = dataclasses.field(default_factory=dict)
+    row_x_label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    name: str
+    table: Table
+    jobs: tuple[Job, ...]
+
+    def __post_init__(self):
+        names = [j.name for j in self.jobs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sweep {self.name!r}: job names {dupes} appear twice.")
+        known = set(names)
+        for job in self.jobs:
+            missing = (set(job.after) | job.references()) - known
+            if missing:
+                raise ValueError(f"job {job.name!r} depends on unknown jobs {sorted(missing)}.")
+            unlisted = job.references() - set(job.after)
+            if unlisted:
+                raise ValueError(
+                    f"job {job.name!r} uses the workdir of {sorted(unlisted)} without waiting for "
+                    "it: add them to `after`."
+                )
+            for cell in job.cells:
+                if cell.row not in self.table.rows or cell.column not in self.table.columns:
+                    raise ValueError(
+                        f"job {job.name!r} fills ({cell.row!r}, {cell.column!r}), which is not a "
+                        f"cell of table {self.table.name!r}."
+                    )
+
+
+def to_dict(obj) -> Any:
+    """Sweep/Table/Job/Cell as JSON-ready dicts (tuple keys of Table.paper become "row|column")."""
+    if isinstance(obj, Table):
+        d = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        d["paper"] = {f"{r}|{c}": v for (r, c), v in obj.paper.items()}
+        return d
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def table_from_dict(d: dict[str, Any]) -> Table:
+    d = dict(d)
+    d["paper"] = {tuple(k.split("|", 1)): v for k, v in d["paper"].items()}
+    for name in ("rows", "columns", "lower_is_better", "notes"):
+        d[name] = tuple(d[name])
+    return Table(**d)
+
+
+def job_from_dict(d: dict[str, Any]) -> Job:
+    d = dict(d)
+    d["after"] = tuple(d["after"])
+    d["cells"] = tuple(Cell(**c) for c in d["cells"])
+    return Job(**d)
+
+
+def seeds_of(arg_seeds: int) -> Sequence[int]:
+    return tuple(range(arg_seeds))

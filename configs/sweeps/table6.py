@@ -1,0 +1,154 @@
+r"""BERT Table 6: model size (layers L, hidden H, heads A) against held-out masked-LM perplexity
+and fine-tuning accuracy.
+
+  python experiments/launch.py --sweep=configs/sweeps/table6.py:profile=mini \
+      --root=runs/sweeps/table6_mini
+  python experiments/paper_tables.py --root=runs/sweeps/table6_mini --out=docs/results/table6_mini
+
+Profiles (`arg` keys: profile, scale, seeds, corpus, steps):
+  mini   the six sizes shrunk by `scale` (default 8: H/8, L/3 rounded up, A kept, so the head
+         widths keep the paper's ratios), pre-trained 400 steps of 32 sequences of 64 tokens on
+         the Wikipedia sample; SST-2 -> Rotten Tomatoes sentiment. About 40 min on 2 CPU cores.
+  paper  the paper's sizes, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, MRPC and SST-2
+         from TFDS (scale=1).
+"""
+
+from __future__ import annotations
+
+from configs import common as config_common
+from configs.sweeps import common
+
+# The paper's rows: (L, H, A) -> LM perplexity, MNLI-m, MRPC, SST-2 (dev accuracy).
+PAPER = {
+    (3, 768, 12): (5.84, 77.9, 79.8, 88.4),
+    (6, 768, 3): (5.24, 80.6, 82.2, 90.7),
+    (6, 768, 12): (4.68, 81.9, 84.8, 91.3),
+    (12, 768, 12): (3.99, 84.4, 86.7, 92.9),
+    (12, 1024, 16): (3.54, 85.7, 86.9, 93.3),
+    (24, 1024, 16): (3.23, 86.6, 87.8, 93.7),
+}
+COLUMNS = ("LM (ppl)", "MNLI-m", "MRPC", "SST-2")
+
+
+def size(lha: tuple[int, int, int], scale: int) -> tuple[int, int, int]:
+    """The row's (L, H, A) shrunk by `scale`: hidden / scale, layers / 3 rounded up (for
+    scale > 1), heads as they are (H / scale must stay divisible by A)."""
+    layers, hidden, heads = lha
+    if scale == 1:
+        return lha
+    if hidden % scale or (hidden // scale) % heads:
+        raise ValueError(f"scale={scale} does not divide hidden={hidden} into {heads} heads.")
+    return -(-layers // 3), hidden // scale, heads
+
+
+def row_name(lha: tuple[int, int, int]) -> str:
+    return "/".join(map(str, lha))
+
+
+def get_sweep(arg: str | None = None) -> common.Sweep:
+    arg = config_common.parse_arg(arg, profile="mini", scale=0, seeds=1, corpus="", steps=0)
+    if arg.profile not in ("mini", "paper"):
+        raise ValueError(f"profile={arg.profile!r}; use 'mini' or 'paper'.")
+    mini = arg.profile == "mini"
+    scale = arg.scale or (8 if mini else 1)
+    jobs, row_x = [], {}
+    for lha in PAPER:
+        layers, hidden, heads = size(lha, scale)
+        row, pre = row_name(lha), f"pretrain_L{layers}_H{hidden}_A{heads}"
+        model = {
+            "model.num_hidden_layers": layers,
+            "model.hidden_size": hidden,
+            "model.num_attention_heads": heads,
+            "model.intermediate_size": 4 * hidden,
+        }
+        row_x[row] = float(layers * 12 * hidden**2)  # transformer parameters (not embeddings)
+        jobs.append(
+            common.Job(
+                pre,
+                *pretraining(arg, model),
+                cells=(common.Cell(row, "LM (ppl)", "end.mlm_perplexity", scale=1.0),),
+            )
+        )
+        tasks = (
+            (("sst2", "rotten_tomatoes", "SST-2"),)
+            if mini
+            else (("mnli", "mnli", "MNLI-m"), ("mrpc", "mrpc", "MRPC"), ("sst2", "sst2", "SST-2"))
+        )
+        for seed in range(arg.seeds):
+            for name, task, column in tasks:
+                overrides = {"init_checkpoint": f"{{job:{pre}}}", "train.seed": seed}
+                if mini:
+                    overrides.update(
+                        {
+                            "task.max_seq_length": 64,
+                            "train.num_epochs": 2,
+                            "optimizer.learning_rate": 1e-4,
+                            "train.keep_train_state": False,
+                        }
+                    )
+                jobs.append(
+                    common.Job(
+                        f"{pre}/{name}_seed{seed}",
+                        f"configs/finetune.py:task={task}",
+                        overrides,
+                        after=(pre,),
+                        cells=(common.Cell(row, column, "dev.accuracy", seed),),
+                    )
+                )
+    table = common.Table(
+        name="table6",
+        title="Table 6: model size (held-out MLM perplexity; dev accuracy)",
+        row_header="L/H/A",
+        rows=tuple(row_name(lha) for lha in PAPER),
+        columns=COLUMNS,
+        paper={
+            (row_name(k), c): v
+            for k, values in PAPER.items()
+            for c, v in zip(COLUMNS, values, strict=True)
+        },
+        lower_is_better=("LM (ppl)",),
+        decimals={"LM (ppl)": 2},
+        notes=notes(arg.profile, scale),
+        row_x=row_x,
+        row_x_label="transformer parameters (12 L H^2, at the sizes run)",
+    )
+    return common.Sweep(f"table6_{arg.profile}", table, tuple(jobs))
+
+
+def pretraining(arg, model: dict) -> tuple[str, dict]:
+    if arg.profile == "mini":
+        return "configs/pretrain.py:size=tiny,demo", {
+            **model,
+            "data.dir": "{root}/data",
+            "data.max_seq_length": 64,
+            "data.max_predictions_per_seq": 10,
+            "train.batch_size": 32,
+            "train.num_train_steps": arg.steps or 400,
+            "train.eval_every": 10_000,
+            "train.checkpoint_every": 10_000,
+            "optimizer.learning_rate": 1e-3,
+            "optimizer.warmup_steps": 40,
+        }
+    if not arg.corpus:
+        raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
+    return "configs/pretrain.py:size=base", {
+        **model,
+        "data.corpus": arg.corpus,
+        "data.dir": "{root}/data",
+        "data.vocab_size": 30522,
+        "train.num_train_steps": arg.steps or 1_000_000,
+    }
+
+
+def notes(profile: str, scale: int) -> tuple[str, ...]:
+    if profile == "paper":
+        return ("Paper profile: the paper's sizes; MNLI-m, MRPC, SST-2 dev accuracy.",)
+    sizes = ", ".join(f"{row_name(k)} -> {row_name(size(k, scale))}" for k in PAPER)
+    return (
+        f"Mini profile, sizes shrunk by scale={scale} (rows keep the paper's names): {sizes}.",
+        "Each pre-trained 400 steps x 32 sequences of 64 tokens on the 2.5 MB Wikipedia sample "
+        "(lr 1e-3), perplexity on its held-out 5% of documents; the paper: 1M steps x 256 x "
+        "512 on 3.3B words, so our perplexities are far higher.",
+        "SST-2 column: Rotten Tomatoes sentiment accuracy (a fixed 20% held out; SST-2, MNLI and "
+        "MRPC need the network).",
+    )

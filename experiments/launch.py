@@ -1,0 +1,385 @@
+r"""Launches the jobs of a sweep (configs/sweeps/*.py): here, on SLURM, or on a TPU pod.
+
+    # Every job of the mini profile of Table 8, one at a time, on this machine:
+    python experiments/launch.py --sweep=configs/sweeps/table8.py:profile=mini \
+        --root=runs/sweeps/table8_mini
+    # Two at a time; only the jobs whose names match a regex; print the commands only:
+    python experiments/launch.py --sweep=... --root=... --parallel=2 --only='pretrain_.*' --dry_run
+    # Scripts for a cluster (each job then runs `launch.py --job=NAME`, which records it):
+    python experiments/launch.py --sweep=... --root=/shared/runs/table6 --emit=slurm
+    python experiments/launch.py --sweep=... --root=gs://.../table6 --emit=tpu
+
+A job runs `python -m bert_jax.main --config=... --workdir=ROOT/NAME --config.K=V ...` and
+records ROOT/NAME/launch.json (command, git commit, host, start, end, wall time, status) and its
+output in ROOT/NAME/log.txt. A rerun skips the jobs that are done, reruns the failed and
+interrupted ones (bert_jax.main resumes them from their checkpoints), and starts a job only when
+the jobs it depends on are done. ROOT/sweep.json holds the sweep for
+experiments/paper_tables.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from configs.sweeps.common import Job, Sweep, to_dict  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined only when run as a script, so that tests can import this module."""
+    flags.DEFINE_string(
+        "sweep", None, "configs/sweeps/<name>.py:<arg>, e.g. table8.py:profile=mini."
+    )
+    flags.DEFINE_string("root", None, "Directory of the sweep: one workdir per job, sweep.json.")
+    flags.DEFINE_integer("parallel", 1, "Jobs run at once on this machine.")
+    flags.DEFINE_string(
+        "only",
+        "",
+        "Run only the jobs whose names match this regex (and not their "
+        "dependencies: those must be done already).",
+    )
+    flags.DEFINE_bool("dry_run", False, "Print the commands of the jobs to run; run nothing.")
+    flags.DEFINE_enum("emit", "", ["", "slurm", "tpu"], "Write cluster scripts instead of running.")
+    flags.DEFINE_string("job", "", "Run this one job (what the cluster scripts call).")
+    flags.DEFINE_bool("multihost", False, "Pass --multihost to bert_jax.main (pods, multi-node).")
+    flags.DEFINE_string(
+        "slurm_args",
+        "--gres=gpu:8 --nodes=1 --ntasks-per-node=1 --time=24:00:00",
+        "#SBATCH options of each job.",
+    )
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def load_sweep(spec: str) -> Sweep:
+    """`path/to/sweep.py:arg` -> the Sweep its get_sweep(arg) returns."""
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.exists() and (REPO / path).exists():
+        file = REPO / path
+    if not file.exists():
+        known = sorted(p.name for p in (REPO / "configs" / "sweeps").glob("table*.py"))
+        raise FileNotFoundError(
+            f"sweep file {path!r} not found; the sweeps are {known} and more in configs/sweeps/."
+        )
+    module_spec = importlib.util.spec_from_file_location(f"sweep_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_sweep(arg)
+
+
+def config_value(value) -> str:
+    """A Python value as `--config.K=V` text that ml_collections parses back to the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "(" + "".join(f"{config_value(v)}, " for v in value) + ")"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def command(job: Job, root: pathlib.Path, multihost: bool = False) -> list[str]:
+    """The bert_jax.main command line of `job` ({job:NAME} -> that job's workdir, {root} -> the
+    sweep's directory)."""
+    args = [
+        sys.executable,
+        "-m",
+        "bert_jax.main",
+        f"--config={job.config}",
+        f"--workdir={root / job.name}",
+    ]
+    for key, value in job.overrides.items():
+        if isinstance(value, str):
+            text = re.sub(r"\{job:([^}]+)\}", lambda m: str(root / m.group(1)), value)
+            args.append(f"--config.{key}={text.replace('{root}', str(root))}")
+        else:
+            args.append(f"--config.{key}={config_value(value)}")
+    if multihost:
+        args.append("--multihost")
+    return args
+
+
+def read_launch(root: pathlib.Path, job: Job) -> dict:
+    path = root / job.name / "launch.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def is_done(root: pathlib.Path, job: Job) -> bool:
+    """Done = finished with status "done" by the same command (a changed sweep is an error)."""
+    record = read_launch(root, job)
+    if record.get("status") != "done":
+        return False
+    if record.get("command", [])[1:] != command(job, root)[1:]:  # [0]: the python binary
+        raise ValueError(
+            f"job {job.name!r} is done in {root / job.name}, but with another command "
+            f"({shlex.join(record.get('command', [])[3:])}) than the sweep now gives "
+            f"({shlex.join(command(job, root)[3:])}); delete that workdir or use another --root."
+        )
+    return True
+
+
+def git_commit() -> str:
+    """HEAD of this checkout, "-dirty" when tracked files have uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_sweep_json(root: pathlib.Path, spec: str, sweep: Sweep) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "sweep.json.tmp"
+    tmp.write_text(
+        json.dumps(
+            {"sweep": spec, "table": to_dict(sweep.table), "jobs": to_dict(list(sweep.jobs))},
+            indent=2,
+        )
+    )
+    os.replace(tmp, root / "sweep.json")
+
+
+# --------------------------------------------------------------------------- running jobs
+
+
+def _record(root: pathlib.Path, job: Job, record: dict) -> None:
+    path = root / job.name / "launch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def _is_writer() -> bool:
+    """Process 0 of a multi-host job records; the others only run bert_jax.main."""
+    for var in ("SLURM_PROCID", "TPU_WORKER_ID", "JAX_PROCESS_ID"):
+        if os.environ.get(var, "0") != "0":
+            return False
+    return True
+
+
+class Running:
+    """One job in a child process, recorded in its launch.json."""
+
+    def __init__(self, root: pathlib.Path, job: Job, multihost: bool = False):
+        self.root, self.job, self.start = root, job, time.time()
+        self.cmd = command(job, root, multihost)
+        self.writer = _is_writer()
+        self.record = {
+            "command": self.cmd,
+            "git_commit": git_commit(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "finished": None,
+            "wall_seconds": None,
+            "returncode": None,
+            "status": "running",
+        }
+        (root / job.name).mkdir(parents=True, exist_ok=True)
+        if self.writer:
+            _record(root, job, self.record)
+        log = open(root / job.name / "log.txt", "a")  # noqa: SIM115 (closed in finish())
+        self.log = log
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+    def finish(self) -> bool:
+        code = self.proc.wait()
+        self.log.close()
+        self.record.update(
+            finished=datetime.datetime.now().isoformat(timespec="seconds"),
+            wall_seconds=round(time.time() - self.start, 1),
+            returncode=code,
+            status="done" if code == 0 else "failed",
+        )
+        if self.writer:
+            _record(self.root, self.job, self.record)
+        return code == 0
+
+
+def run_jobs(
+    root: pathlib.Path,
+    jobs: list[Job],
+    done: set[str],
+    parallel: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Runs `jobs` (none of them done), `parallel` at a time, each once its dependencies are
+    done. Returns {name: "done" | "failed" | "blocked"} (blocked: a dependency failed)."""
+    status: dict[str, str] = {}
+    waiting = list(jobs)
+    running: list[Running] = []
+    while waiting or running:
+        for job in list(waiting):
+            if any(status.get(d) in ("failed", "blocked") for d in job.after):
+                waiting.remove(job)
+                status[job.name] = "blocked"
+                log(f"[blocked] {job.name}: a job it needs failed")
+            elif len(running) < parallel and all(d in done for d in job.after):
+                waiting.remove(job)
+                log(f"[start] {job.name}")
+                running.append(Running(root, job))
+        if not running:
+            if waiting:  # dependencies neither done nor in this run (--only)
+                for job in waiting:
+                    status[job.name] = "blocked"
+                    log(f"[blocked] {job.name}: needs {[d for d in job.after if d not in done]}")
+            break
+        while not any(r.proc.poll() is not None for r in running):
+            time.sleep(0.5)
+        for r in [r for r in running if r.proc.poll() is not None]:
+            running.remove(r)
+            ok = r.finish()
+            status[r.job.name] = "done" if ok else "failed"
+            if ok:
+                done.add(r.job.name)
+            tail = "" if ok else f" (exit {r.proc.returncode}; see {root / r.job.name / 'log.txt'})"
+            log(f"[{status[r.job.name]}] {r.job.name} in {r.record['wall_seconds']:.0f}s{tail}")
+    return status
+
+
+# --------------------------------------------------------------------------- cluster scripts
+
+
+def stages(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs grouped by dependency depth: a job's stage comes after all of its dependencies'."""
+    depth: dict[str, int] = {}
+    by_name = {j.name: j for j in jobs}
+
+    def d(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((d(a) for a in by_name[name].after if a in by_name), default=-1)
+        return depth[name]
+
+    out: list[list[Job]] = []
+    for job in jobs:
+        k = d(job.name)
+        out.extend([] for _ in range(k + 1 - len(out)))
+        out[k].append(job)
+    return out
+
+
+def emit_slurm(
+    root: pathlib.Path, spec: str, jobs: list[Job], slurm_args: str
+) -> list[pathlib.Path]:
+    """One job array per stage, each stage submitted after the previous one succeeded."""
+    out = root / "slurm"
+    out.mkdir(parents=True, exist_ok=True)
+    written, submit = [], ["#!/bin/bash", "set -euo pipefail", f"cd {shlex.quote(str(REPO))}"]
+    prev = ""
+    for k, group in enumerate(stages(jobs)):
+        names = out / f"stage{k}.jobs"
+        names.write_text("".join(j.name + "\n" for j in group))
+        script = out / f"stage{k}.sbatch"
+        opts = "\n".join(f"#SBATCH {o}" for o in shlex.split(slurm_args) if o)
+        script.write_text(f"""#!/bin/bash
+#SBATCH --job-name=bert_jax_s{k}
+#SBATCH --array=0-{len(group) - 1}
+#SBATCH --output={root}/slurm/stage{k}_%a.out
+{opts}
+set -euo pipefail
+cd {shlex.quote(str(REPO))}
+job=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(names))})
+srun python experiments/launch.py --sweep={shlex.quote(spec)} --root={shlex.quote(str(root))} \\
+    --job="$job" --multihost
+""")
+        dep = f"--dependency=afterok:{prev} " if prev else ""
+        submit.append(f"s{k}=$(sbatch --parsable {dep}{script})")
+        prev = f"$s{k}"
+        written += [names, script]
+    submit.append('echo "submitted: ' + " ".join(f"$s{k}" for k in range(len(written) // 2)) + '"')
+    (out / "submit.sh").write_text("\n".join(submit) + "\n")
+    return [*written, out / "submit.sh"]
+
+
+def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Path]:
+    """A script that runs each job on every worker of a TPU pod slice, one job after another."""
+    out = root / "tpu"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "#!/bin/bash",
+        "# Usage: TPU_NAME=my-pod ZONE=us-central2-b REPO_DIR=~/bert-jax bash launch_tpu.sh",
+        "set -euo pipefail",
+    ]
+    for group in stages(jobs):
+        for job in group:
+            remote = (
+                f"cd $REPO_DIR && python3 experiments/launch.py --sweep={shlex.quote(spec)} "
+                f"--root={shlex.quote(str(root))} --job={shlex.quote(job.name)} --multihost"
+            )
+            lines.append(
+                f'gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all '
+                f'--command="{remote}"'
+            )
+    path = out / "launch_tpu.sh"
+    path.write_text("\n".join(lines) + "\n")
+    return [path]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if not FLAGS.sweep or not FLAGS.root:
+        raise app.UsageError("--sweep and --root are required.")
+    root = pathlib.Path(FLAGS.root).absolute()
+    sweep = load_sweep(FLAGS.sweep)
+    jobs = list(sweep.jobs)
+    if FLAGS.job:  # one job, as the cluster scripts run it
+        job = next((j for j in jobs if j.name == FLAGS.job), None)
+        if job is None:
+            raise app.UsageError(f"--job={FLAGS.job!r} is not a job of the sweep.")
+        if not is_done(root, job):
+            sys.exit(0 if Running(root, job, FLAGS.multihost).finish() else 1)
+        return
+    write_sweep_json(root, FLAGS.sweep, sweep)
+    if FLAGS.emit == "slurm":
+        for path in emit_slurm(root, FLAGS.sweep, jobs, FLAGS.slurm_args):
+            print(path)
+        return
+    if FLAGS.emit == "tpu":
+        for path in emit_tpu(root, FLAGS.sweep, jobs):
+            print(path)
+        return
+    done = {j.name for j in jobs if is_done(root, j)}
+    todo = [j for j in jobs if j.name not in done and re.fullmatch(FLAGS.only or ".*", j.name)]
+    print(f"{sweep.name}: {len(jobs)} jobs, {len(done)} done, {len(todo)} to run -> {root}")
+    if FLAGS.dry_run:
+        for job in todo:
+            print(shlex.join(command(job, root)))
+        return
+    status = run_jobs(root, todo, done, FLAGS.parallel)
+    failed = sorted(n for n, s in status.items() if s != "done")
+    print(f"{sum(s == 'done' for s in status.values())} done, {len(failed)} not: {failed}")
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,279 @@
+"""Sweeps (configs/sweeps/) expand to valid configs; the launcher skips finished jobs, reruns
+failed and interrupted ones, respects dependencies, writes cluster scripts; a real two-job sweep
+(pre-training, then fine-tuning from it) runs end to end into a paper table."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from bert_jax import finetune, train
+from configs.sweeps import common
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import launch  # noqa: E402
+import paper_tables  # noqa: E402
+
+SWEEPS = [
+    "table5.py:profile=mini",
+    "table5.py:profile=paper,corpus=wiki.xml.bz2",
+    "table6.py:profile=mini",
+    "table6.py:profile=paper,corpus=wiki.xml.bz2",
+    "table7.py:profile=mini",
+    "table7.py:profile=paper,init=/ckpt/bert-base-uncased",
+    "table8.py:profile=mini,seeds=2",
+    "table8.py:profile=paper,corpus=wiki.xml.bz2",
+    "finetune_grid.py:task=rte,seeds=3",
+    "finetune_grid.py:task=rotten_tomatoes,mini",
+]
+
+
+def _config(job: common.Job, root: pathlib.Path):
+    """The job's config as bert_jax.main would build it: the file's get_config(arg), then every
+    override set with ml_collections' type checks (a typo or a wrong type raises)."""
+    path, _, arg = job.config.partition(":")
+    spec = importlib.util.spec_from_file_location("cfg", REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    for cmd_arg in launch.command(job, root)[5:]:
+        key, _, text = cmd_arg.removeprefix("--config.").partition("=")
+        *sections, field = key.split(".")
+        node = config
+        for s in sections:
+            node = node[s]
+        assert field in node, f"{job.name}: no field {key}"
+        old = node[field]
+        value = _parse(text, old)
+        node[field] = value  # ConfigDict refuses a value of another type
+    return config
+
+
+def _parse(text: str, like):
+    if isinstance(like, bool):
+        return {"true": True, "false": False}[text]
+    if isinstance(like, tuple):
+        return tuple(eval(text))  # what ml_collections does for tuples: a literal
+    return type(like)(text)
+
+
+@pytest.mark.parametrize("spec", SWEEPS)
+def test_every_sweep_expands_to_valid_configs(spec, tmp_path):
+    sweep = launch.load_sweep(f"configs/sweeps/{spec}")
+    assert sweep.jobs and sweep.table.rows and sweep.table.columns
+    filled = set()
+    for job in sweep.jobs:
+        config = _config(job, tmp_path)
+        if "task" in config:  # fine-tuning: the head options build
+            finetune.head_input(config)
+            if job.after:  # starts from the pre-training job's workdir
+                assert config.init_checkpoint == str(tmp_path / job.after[0])
+        else:  # pre-training: the model builds and the config passes the loop's checks
+            fields = {k: v for k, v in config.model.items() if k != "size"}
+            train.BertConfig.from_dict({**fields, "vocab_size": fields["vocab_size"] or 30522})
+            config.data.train_files = config.data.train_files or "train-*.tfrecord"
+            train.check_config(config, 1)
+        filled |= {(c.row, c.column) for c in job.cells}
+    # Every row of the table gets at least one of our numbers.
+    assert {r for r, _ in filled} == set(sweep.table.rows)
+    json.dumps(common.to_dict(sweep))  # sweep.json is writable
+
+
+def test_table_sizes_follow_the_paper():
+    sweep = launch.load_sweep("configs/sweeps/table6.py:profile=mini")
+    sizes = [
+        (
+            j.overrides["model.num_hidden_layers"],
+            j.overrides["model.hidden_size"],
+            j.overrides["model.num_attention_heads"],
+        )
+        for j in sweep.jobs
+        if j.name.startswith("pretrain_") and "/" not in j.name
+    ]
+    assert sizes == [(1, 96, 12), (2, 96, 3), (2, 96, 12), (4, 96, 12), (4, 128, 16), (8, 128, 16)]
+    paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
+    assert paper.jobs[0].overrides["model.hidden_size"] == 768
+    with pytest.raises(ValueError, match="profile=paper needs corpus="):
+        launch.load_sweep("configs/sweeps/table8.py:profile=paper")
+    with pytest.raises(ValueError, match="unknown config arg 'sed'"):
+        launch.load_sweep("configs/sweeps/table8.py:sed=1")
+
+
+def test_sweep_refuses_unknown_dependencies():
+    table = common.Table("t", "T", "r", ("a",), ("c",), {})
+    with pytest.raises(ValueError, match="without waiting"):
+        common.Sweep(
+            "s", table, (common.Job("x", "c.py"), common.Job("y", "c.py", {"i": "{job:x}"}))
+        )
+    with pytest.raises(ValueError, match="unknown jobs"):
+        common.Sweep("s", table, (common.Job("y", "c.py", after=("x",)),))
+    with pytest.raises(ValueError, match="not a cell"):
+        common.Sweep("s", table, (common.Job("y", "c.py", cells=(common.Cell("b", "c", "m"),)),))
+
+
+# --------------------------------------------------------------------------- the launcher
+
+
+def _fake_jobs():
+    return [
+        common.Job("a", "configs/pretrain.py", {"train.seed": 1}),
+        common.Job("b", "configs/pretrain.py", {"train.seed": 2}),
+        common.Job("c", "configs/finetune.py", {"init_checkpoint": "{job:b}"}, after=("b",)),
+    ]
+
+
+def test_launcher_skips_done_reruns_failed_and_blocks_dependents(tmp_path, monkeypatch):
+    """Jobs are stand-in scripts: they count their runs, and "b" fails the first time."""
+    real = launch.command
+
+    def fake(job, root, multihost=False):
+        script = (
+            "import pathlib, sys; p = pathlib.Path(sys.argv[1]) / 'runs'; "
+            "n = int(p.read_text()) + 1 if p.exists() else 1; p.write_text(str(n)); "
+            "sys.exit(1 if sys.argv[2] == 'b' and n == 1 else 0)"
+        )
+        return [sys.executable, "-c", script, str(root / job.name), job.name, *real(job, root)[3:]]
+
+    monkeypatch.setattr(launch, "command", fake)
+    jobs, log = _fake_jobs(), []
+    status = launch.run_jobs(tmp_path, jobs, set(), parallel=2, log=log.append)
+    assert status == {"a": "done", "b": "failed", "c": "blocked"}
+    record = json.loads((tmp_path / "b" / "launch.json").read_text())
+    assert record["status"] == "failed" and record["returncode"] == 1
+    assert record["git_commit"] and record["wall_seconds"] is not None
+
+    # Rerun: "a" is done (skipped), "b" is rerun, then "c" runs once "b" is done.
+    done = {j.name for j in jobs if launch.is_done(tmp_path, j)}
+    assert done == {"a"}
+    todo = [j for j in jobs if j.name not in done]
+    status = launch.run_jobs(tmp_path, todo, done, parallel=1, log=log.append)
+    assert status == {"b": "done", "c": "done"}
+    runs = {n: int((tmp_path / n / "runs").read_text()) for n in "abc"}
+    assert runs == {"a": 1, "b": 2, "c": 1}
+    # A job left "running" by a killed launcher is not done: it is rerun (and resumes).
+    (tmp_path / "a" / "launch.json").write_text(json.dumps({"status": "running"}))
+    assert not launch.is_done(tmp_path, jobs[0])
+    # A finished job whose command the sweep has since changed is an error, not a silent skip.
+    changed = common.Job("a", "configs/pretrain.py", {"train.seed": 9})
+    (tmp_path / "a" / "launch.json").write_text(
+        json.dumps({"status": "done", "command": fake(jobs[0], tmp_path)})
+    )
+    monkeypatch.setattr(launch, "command", real)
+    with pytest.raises(ValueError, match="with another command"):
+        launch.is_done(tmp_path, changed)
+
+
+def test_cluster_scripts(tmp_path):
+    jobs = _fake_jobs()
+    paths = launch.emit_slurm(tmp_path, "configs/sweeps/x.py:a=1", jobs, "--gres=gpu:8 --nodes=2")
+    names = {p.name for p in paths}
+    assert names == {"stage0.jobs", "stage0.sbatch", "stage1.jobs", "stage1.sbatch", "submit.sh"}
+    assert (tmp_path / "slurm" / "stage0.jobs").read_text() == "a\nb\n"
+    sbatch = (tmp_path / "slurm" / "stage1.sbatch").read_text()
+    assert "#SBATCH --array=0-0" in sbatch and "#SBATCH --nodes=2" in sbatch
+    assert "--multihost" in sbatch
+    submit = (tmp_path / "slurm" / "submit.sh").read_text()
+    assert "--dependency=afterok:$s0" in submit
+    (tpu,) = launch.emit_tpu(tmp_path, "configs/sweeps/x.py:a=1", jobs)
+    lines = [x for x in tpu.read_text().splitlines() if x.startswith("gcloud")]
+    assert len(lines) == 3 and all("--worker=all" in x for x in lines)
+    assert "--job=c" in lines[-1]  # the dependent job last
+
+
+def test_config_values_round_trip_on_the_command_line():
+    assert launch.config_value(True) == "true"
+    assert launch.config_value((0, 1, 2)) == "(0, 1, 2, )"
+    assert launch.config_value(5e-5) == "5e-05"
+    assert launch.config_value("80/10/10") == "80/10/10"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+SWEEP_FILE = """
+from configs.sweeps import common
+
+def get_sweep(arg):
+    table = common.Table("t", "Tiny", "run", ("tiny",), ("LM (ppl)", "SST-2"),
+                         {("tiny", "SST-2"): 92.7}, lower_is_better=("LM (ppl)",))
+    pre = common.Job("pre", "configs/pretrain.py:size=tiny,demo", {
+        "data.corpus": "", "data.dir": "DATA", "data.max_seq_length": 32,
+        "data.max_predictions_per_seq": 5, "model.hidden_size": 32, "model.num_attention_heads": 2,
+        "model.intermediate_size": 64, "model.max_position_embeddings": 32,
+        "train.batch_size": 8, "train.eval_batch_size": 8, "train.num_train_steps": 6,
+        "train.eval_batches": 2, "train.checkpoint_every": 3, "train.parallel": "jit"},
+        cells=(common.Cell("tiny", "LM (ppl)", "end.mlm_perplexity", scale=1.0),))
+    ft = common.Job("pre/rt", "configs/finetune.py:task=text", {
+        "init_checkpoint": "{job:pre}", "task.train_file": "RT", "task.max_seq_length": 32,
+        "train.batch_size": 8, "train.eval_batch_size": 8, "train.num_epochs": 1,
+        "train.parallel": "jit"}, after=("pre",),
+        cells=(common.Cell("tiny", "SST-2", "dev.accuracy"),))
+    return common.Sweep("tiny", table, (pre, ft))
+"""
+
+
+def test_a_real_sweep_resumes_an_interrupted_job_and_fills_its_table(tmp_path):
+    from bert_jax.data import corpus, prepare, samples
+    from bert_jax.data.tasks import classify
+
+    docs = corpus.read_wikipedia_xml(samples.fetch("enwiki"))[:12]
+    text = corpus.write_text(docs, tmp_path / "corpus.txt")
+    data = tmp_path / "prepared"
+    prepare.prepare(
+        str(text),
+        str(data),
+        vocab_size=1000,
+        max_seq_length=32,
+        max_predictions_per_seq=5,
+        dupe_factor=1,
+        eval_fraction=0.2,
+    )
+    train_ex, _, names = classify.rotten_tomatoes()
+    rt = tmp_path / "rt.csv"
+    rows = [(e.text_a.replace('"', '""'), names[e.label]) for e in train_ex[:90]]
+    rt.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    sweep_file = tmp_path / "tiny_sweep.py"
+    sweep_file.write_text(SWEEP_FILE.replace("DATA", str(data)).replace("RT", str(rt)))
+    spec, root = f"{sweep_file}:", tmp_path / "sweep"
+    sweep = launch.load_sweep(spec)
+
+    def run(args) -> str:
+        out = subprocess.run(
+            args, check=False, capture_output=True, text=True, cwd=REPO, timeout=900
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    # An interrupted pre-training job, as a killed launcher leaves it: half its steps
+    # checkpointed, launch.json still "running".
+    pre_cmd = launch.command(sweep.jobs[0], root)
+    run([*pre_cmd, "--config.train.stop_at_step=3"])
+    (root / "pre" / "launch.json").write_text(json.dumps({"status": "running", "command": pre_cmd}))
+
+    launcher = [
+        sys.executable,
+        str(REPO / "experiments" / "launch.py"),
+        f"--sweep={spec}",
+        f"--root={root}",
+    ]
+    out = run(launcher)
+    assert "2 jobs, 0 done, 2 to run" in out and "2 done, 0 not" in out
+    assert "resumed at step 3" in (root / "pre" / "log.txt").read_text()
+    for name in ("pre", "pre/rt"):
+        record = json.loads((root / name / "launch.json").read_text())
+        assert record["status"] == "done" and record["command"][2] == "bert_jax.main"
+        assert (root / name / "config.json").exists() and (root / name / "results.json").exists()
+    assert "2 jobs, 2 done, 0 to run" in run(launcher)  # finished jobs are skipped
+
+    collected = paper_tables.write(root, tmp_path / "tables")
+    cells = collected["cells"]
+    ppl = json.loads((root / "pre" / "results.json").read_text())["end"]["mlm_perplexity"]
+    assert cells["tiny|LM (ppl)"]["values"] == [pytest.approx(ppl)]
+    acc = json.loads((root / "pre" / "rt" / "results.json").read_text())["dev"]["accuracy"]
+    assert cells["tiny|SST-2"]["values"] == [pytest.approx(100 * acc)]
+    table = (tmp_path / "tables" / "table.md").read_text()
+    assert f"{100 * acc:.1f} (92.7)" in table and "2 done" in table
