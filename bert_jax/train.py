@@ -434,8 +434,9 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
 
 def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
     rows = [f"held-out eval     {'step 0':>10} {f'step {step}':>10}"]
-    for k in ("mlm_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss"):
-        rows.append(f"{k:<17} {start[k]:>10.4f} {end[k]:>10.4f}")
+    for k in ("mlm_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss", "mlm_perplexity"):
+        if k in start and k in end:  # (an eval_start.json written before perplexity existed)
+            rows.append(f"{k:<17} {start[k]:>10.4f} {end[k]:>10.4f}")
     return "\n".join(rows)
 
 

@@ -354,6 +354,9 @@ def main(argv: list[str]) -> None:
         job = next((j for j in jobs if j.name == FLAGS.job), None)
         if job is None:
             raise app.UsageError(f"--job={FLAGS.job!r} is not a job of the sweep.")
+        waiting = [d for d in job.after if not is_done(root, next(j for j in jobs if j.name == d))]
+        if waiting:
+            raise RuntimeError(f"job {job.name!r} needs {waiting} done first (in {root}).")
         if not is_done(root, job):
             sys.exit(0 if Running(root, job, FLAGS.multihost).finish() else 1)
         return

@@ -82,7 +82,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
                         {
                             "task.max_seq_length": 64,
                             "train.num_epochs": 2,
-                            "optimizer.learning_rate": 1e-4,
+                            "optimizer.learning_rate": 1e-3,
                             "train.keep_train_state": False,
                         }
                     )

@@ -122,7 +122,7 @@ def finetuning(mini: bool, task: str) -> dict:
         return {
             "task.max_seq_length": 64,
             "train.num_epochs": 2,
-            "optimizer.learning_rate": 1e-4,
+            "optimizer.learning_rate": 1e-3,
             "train.keep_train_state": False,
         }
     return {
