@@ -28,7 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from bert_jax import checkpoints, heads, losses, optim, train
+from bert_jax import checkpoints, heads, losses, optim, parallel, train
 from bert_jax.data.tasks import common, registry
 from bert_jax.model import BertConfig
 from bert_jax.pretrained import BertTokenizer
@@ -112,6 +112,12 @@ def train_step(
     params = optax.apply_updates(state["params"], updates)
     metrics = losses.task_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    # As in pre-training: a non-finite loss or gradient leaves params and optimizer state as
+    # they were (the loop stops at the next log step with an error).
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    params, opt_state = optim.keep_if_finite(
+        finite, (params, opt_state), (state["params"], state["opt_state"])
+    )
     new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
     return new_state, metrics
 
@@ -137,7 +143,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def predict(
-    par: train.Parallel, params, features: dict[str, np.ndarray], batch_size: int
+    par: parallel.Parallel, params, features: dict[str, np.ndarray], batch_size: int
 ) -> dict[str, np.ndarray]:
     """Outputs for every row of `features`, in row order. The last batch is padded to the fixed
     shape (one compilation) with copies of row 0 that are dropped again."""
@@ -215,6 +221,13 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         raise ValueError(
             f"task {config.task.name!r} gave splits {sorted(splits)}; need train, dev."
         )
+    limit = config.task.get("train_examples", 0)
+    if limit:  # a fixed random subset (the same for every run): learning curves, few-shot
+        if not 0 < limit <= len(splits["train"]):
+            raise ValueError(f"task.train_examples={limit}; the train split has "
+                             f"{len(splits['train'])} examples.")  # fmt: skip
+        keep = np.sort(np.random.default_rng(0).permutation(len(splits["train"]))[:limit])
+        splits["train"] = [splits["train"][i] for i in keep]
     features = {name: task.featurize(name, ex) for name, ex in splits.items()}
     for name, f in features.items():
         _check_features(f, bert_config, name)
@@ -277,7 +290,11 @@ def finetune(
     ready = ready or setup(config, log)
     task, features, t = ready.task, ready.features, config.train
     _check_train_config(t, config.optimizer)
-    mode = train.resolve_parallel(t.parallel)
+    mode = parallel.resolve(t.parallel)
+    if mode == "mesh":
+        raise ValueError(
+            "train.parallel='mesh' is for pre-training; fine-tune with 'jit' or 'pmap'."
+        )
     n_dev = jax.local_device_count() if mode == "pmap" else 1
     for name in ("batch_size", "eval_batch_size"):
         if t[name] % n_dev:
@@ -320,7 +337,7 @@ def finetune(
         log("no init_checkpoint: every parameter is initialised at random")
     start = int(state["step"])
 
-    par = train.Parallel(
+    par = parallel.Parallel(
         mode,
         functools.partial(train_step, model=model, optimizer=tx, head=task.head),
         functools.partial(predict_step, model=model),

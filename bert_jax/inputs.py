@@ -62,7 +62,9 @@ def resolve_data(
     return config
 
 
-def _dataset(config, phase, *, training: bool, batch_size: int):
+def _dataset(
+    config, phase, *, training: bool, batch_size: int, shard: tuple[int, int] | None = None
+):
     from bert_jax.data import masking, pipeline  # noqa: PLC0415 (imports TensorFlow)
 
     d = config.data
@@ -74,25 +76,29 @@ def _dataset(config, phase, *, training: bool, batch_size: int):
         training=training,
         seed=d.seed,
         shuffle_buffer=d.shuffle_buffer,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
+        shard_index=shard[0] if shard else jax.process_index(),
+        num_shards=shard[1] if shard else jax.process_count(),
         dynamic_masking=masking.masking_config(d) if d.dynamic_masking else None,
         vocab_file=d.vocab_file if d.dynamic_masking else None,
     )
 
 
-def train_batches(config, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+    config, start_step: int, shard: tuple[int, int] | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """This host's slice of every global batch from `start_step` on; a pure function of the seed.
 
-    With data.phase2_step the data (and sequence length) switches at that step; each phase's
-    batches start from their own beginning, so a resumed run skips to the same place.
+    `shard` = (index, count) of the hosts (default: this process of all): each host reads its
+    own files and gives batch_size / count rows. With data.phase2_step the data (and sequence
+    length) switches at that step; each phase's batches start from their own beginning, so a
+    resumed run skips to the same place.
     """
     from bert_jax.data import pipeline  # noqa: PLC0415
 
-    batch_size = config.train.batch_size // jax.process_count()
+    batch_size = config.train.batch_size // (shard[1] if shard else jax.process_count())
 
     def make(phase, skip):
-        ds = _dataset(config, phase, training=True, batch_size=batch_size)
+        ds = _dataset(config, phase, training=True, batch_size=batch_size, shard=shard)
         return pipeline.as_numpy(ds.skip(skip))
 
     return pipeline.phased_batches(pipeline.phases(config.data), start_step, make)
@@ -123,3 +129,34 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     }
     out["example_weights"] = (np.arange(size) < n).astype(np.float32)
     return out
+
+
+def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> None:
+    """Refuses a batch that the model would silently mis-read: JAX clamps out-of-range gathers
+    (an id >= vocab_size reads the last embedding row), so nothing downstream would fail."""
+    ids, mask = batch["input_ids"], batch["input_mask"]
+    seq = ids.shape[1]
+
+    def refuse(name: str, values: np.ndarray, low: int, high: int, fix: str) -> None:
+        bad = np.argwhere((values < low) | (values >= high))
+        if len(bad):
+            at = tuple(int(i) for i in bad[0])
+            raise ValueError(
+                f"{where}: {name}[{', '.join(map(str, at))}] = {int(values[at])} is outside "
+                f"[{low}, {high}) ({len(bad)} such values in the batch); {fix}"
+            )
+
+    for name in ("input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids"):
+        if name in batch and batch[name].shape[0] != ids.shape[0]:
+            raise ValueError(f"{where}: {name} has {batch[name].shape[0]} rows, input_ids "
+                             f"{ids.shape[0]}; the records are malformed.")  # fmt: skip
+    vocab_fix = "the data was made with another vocabulary: set data.vocab_file to its vocab.txt."
+    refuse("input_ids", ids, 0, vocab_size, vocab_fix)
+    refuse("input_mask", mask, 0, 2, "input_mask must be 0 or 1.")
+    refuse("segment_ids", batch["segment_ids"], 0, 2, "BERT has two segments (0 and 1).")
+    if "masked_lm_positions" in batch:
+        refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,
+               f"positions index the {seq} tokens of a sequence.")  # fmt: skip
+        refuse("masked_lm_ids", batch["masked_lm_ids"], 0, vocab_size, vocab_fix)
+    if "next_sentence_labels" in batch:
+        refuse("next_sentence_labels", batch["next_sentence_labels"], 0, 2, "labels are 0 or 1.")

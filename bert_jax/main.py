@@ -5,6 +5,8 @@ r"""Entry point: pre-train or fine-tune BERT with a config file.
       --config.init_checkpoint=runs/demo
 
 Rerunning the same command with the same --workdir resumes from its newest checkpoint.
+Several hosts (one process each): add --multihost (SLURM, TPU pods and Kubernetes are detected
+from the environment) or give --coordinator_address, --num_processes and --process_id.
 """
 
 from absl import app, flags, logging
@@ -15,6 +17,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (SLURM/TPU pods: from the environment)."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (implies --multihost)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,16 +32,19 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     import jax  # noqa: PLC0415
 
-    if _MULTIHOST.value:
-        jax.distributed.initialize()
+    if _MULTIHOST.value or _COORDINATOR.value:
+        # Collectives between CPU processes (tests, CPU clusters); GPUs and TPUs use their own.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    log = print if jax.process_index() == 0 else (lambda line: None)
     if "task" in _CONFIG.value:  # configs/finetune.py
         from bert_jax import finetune_sweep  # noqa: PLC0415
 
-        finetune_sweep.run(_CONFIG.value, _WORKDIR.value)
+        finetune_sweep.run(_CONFIG.value, _WORKDIR.value, log=log)
     else:
         from bert_jax import train  # noqa: PLC0415
 
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, log=log)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,8 @@ def freeze(tx: optax.GradientTransformation, *top_level: str) -> optax.GradientT
                 for k, v in params.items()}  # fmt: skip
 
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def keep_if_finite(finite: jax.Array, new, old):
+    """`new` where `finite` (a scalar bool), else `old`, leaf by leaf (inside a jitted step)."""
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)

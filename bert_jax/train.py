@@ -10,18 +10,20 @@ import dataclasses
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import flax.jax_utils
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from bert_jax import checkpoints, inputs, losses, optim
+from bert_jax import checkpoints, inputs, losses, optim, parallel
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 from bert_jax.writers import MetricWriter
@@ -40,14 +42,17 @@ def init_state(
     rng: jax.Array,
     max_seq_length: int,
     max_predictions_per_seq: int,
+    *,
+    mesh: Mesh | None = None,
 ) -> State:
-    """Fresh parameters and optimizer state, built inside one jit (never op by op on the host)."""
-    init_rng, state_rng = jax.random.split(rng)
+    """Fresh parameters and optimizer state, built inside one jit (never op by op on the host);
+    with a `mesh`, directly in their shardings (the full state never sits on one device)."""
 
     def init(rng):
+        init_rng, state_rng = jax.random.split(rng)
         ids_1xS = jnp.zeros((1, max_seq_length), jnp.int32)
         pos_1xP = jnp.zeros((1, max_predictions_per_seq), jnp.int32)
-        params = model.init(rng, ids_1xS, ids_1xS, ids_1xS, pos_1xP)["params"]
+        params = model.init(init_rng, ids_1xS, ids_1xS, ids_1xS, pos_1xP)["params"]
         return {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
@@ -55,7 +60,9 @@ def init_state(
             "rng": state_rng,
         }
 
-    return jax.jit(init)(init_rng)
+    if mesh is None:
+        return jax.jit(init)(rng)
+    return parallel.sharded_init(init, rng, mesh)[0]
 
 
 def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> dict:
@@ -107,6 +114,13 @@ def train_step(
     params = optax.apply_updates(state["params"], updates)
     metrics = losses.pretraining_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    # A non-finite loss or gradient skips the update: params and optimizer state stay as they
+    # were (the loop counts skipped steps and stops after train.max_skipped_steps in a row).
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    params, opt_state = optim.keep_if_finite(
+        finite, (params, opt_state), (state["params"], state["opt_state"])
+    )
+    metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     metrics["param_norm"] = optax.tree.norm(params)
     metrics["update_norm"] = optax.tree.norm(updates)
     new_state = {
@@ -132,76 +146,6 @@ def eval_step(
         outputs, batch, causal=model.config.causal, next_sentence=next_sentence
     )
     return sums if axis_name is None else jax.lax.psum(sums, axis_name)
-
-
-# --------------------------------------------------------------------------- parallel wrappers
-
-
-class Parallel:
-    """How the steps run: "jit" on one device, or "pmap" over all local devices.
-
-    Holds the compiled step functions and the host<->device placement of states and batches.
-    `train_fn(state, batch, axis_name=None)` and `eval_fn(params, batch, axis_name=None)` are
-    pure steps (e.g. `functools.partial(train_step, model=..., optimizer=...)`); under pmap they
-    get `axis_name` to psum over.
-    """
-
-    AXIS = "batch"
-
-    def __init__(self, mode: str, train_fn: Callable, eval_fn: Callable):
-        self.mode = mode
-        self.n = jax.local_device_count() if mode == "pmap" else 1
-        if mode == "jit":
-            self.train = jax.jit(train_fn, donate_argnums=0)
-            self.eval = jax.jit(eval_fn)
-        elif mode == "pmap":
-            self.train = jax.pmap(
-                functools.partial(train_fn, axis_name=self.AXIS),
-                axis_name=self.AXIS,
-                donate_argnums=0,
-            )
-            self.eval = jax.pmap(
-                functools.partial(eval_fn, axis_name=self.AXIS), axis_name=self.AXIS
-            )
-        else:
-            raise ValueError(f"train.parallel={mode!r}; use 'auto', 'jit' or 'pmap'.")
-
-    def put_state(self, state: State) -> State:
-        if self.mode == "pmap":
-            return flax.jax_utils.replicate(state)
-        return state
-
-    def get_state(self, state: State) -> State:
-        """The state as one copy (device 0 for pmap): what checkpoints hold."""
-        if self.mode == "pmap":
-            return flax.jax_utils.unreplicate(state)
-        return state
-
-    def put_batch(self, batch: dict[str, np.ndarray]) -> Batch:
-        if self.mode == "pmap":
-
-            def split(x):
-                if x.shape[0] % self.n:
-                    raise ValueError(
-                        f"per-host batch {x.shape[0]} is not divisible by {self.n} local devices; "
-                        "set train.batch_size to a multiple of the device count."
-                    )
-                return x.reshape(self.n, x.shape[0] // self.n, *x.shape[1:])
-
-            return jax.tree_util.tree_map(split, batch)
-        return batch
-
-    def get_metrics(self, metrics):
-        # Metrics are psum'ed, hence identical on every device: take device 0's.
-        if self.mode == "pmap":
-            return jax.tree_util.tree_map(lambda x: x[0], metrics)
-        return metrics
-
-
-def resolve_parallel(mode: str) -> str:
-    if mode == "auto":
-        return "pmap" if jax.local_device_count() > 1 else "jit"
-    return mode
 
 
 # --------------------------------------------------------------------------- the loop
@@ -234,6 +178,14 @@ def model_config(
             "Set it to 0 (auto)."
         )
     return BertConfig.from_dict(fields)
+
+
+def _batch_divisor(mode: str, mesh: Mesh | None) -> int:
+    """What the global batch must be a multiple of: the devices (pmap), the mesh's batch axes,
+    or the processes (each reads its own rows)."""
+    if mode == "mesh":
+        return int(np.prod([mesh.shape[a] for a in parallel.RULES["batch"]]))
+    return jax.device_count() if mode == "pmap" else jax.process_count()
 
 
 def check_config(config: ml_collections.ConfigDict, n_devices: int):
@@ -272,14 +224,23 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
                 f"train.{name}={t[name]} is not divisible by the {n_devices} devices; "
                 f"use a multiple of {n_devices}."
             )
-    if not d.train_files:
-        raise ValueError("data.train_files is empty: set it, or data.dir, or data.corpus.")
+    for name in ("num_train_steps", "log_every", "eval_every", "checkpoint_every",
+                 "keep_checkpoints", "max_skipped_steps"):  # fmt: skip
+        if t[name] < 1:
+            raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
+    # The architecture (heads dividing hidden, dtype, ...) before anything is built; the vocab
+    # size may still be 0 here (read from the vocab file later).
+    fields = {k: v for k, v in config.model.items() if k != "size"}
+    BertConfig.from_dict({**fields, "vocab_size": fields["vocab_size"] or 1})
 
 
-def evaluate(par: Parallel, state: State, batches: Iterator) -> dict[str, float]:
+def evaluate(
+    par: parallel.Parallel, state: State, batches: Iterator, vocab_size: int
+) -> dict[str, float]:
     """MLM/NSP loss and accuracy over `batches`, aggregated exactly from sums."""
     totals = None
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        inputs.check_batch(batch, vocab_size, f"evaluation batch {i}")
         sums = par.get_metrics(par.eval(state["params"], par.put_batch(batch)))
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     if totals is None:
@@ -298,17 +259,22 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Pre-trains in `workdir`; rerunning with the same workdir resumes. Returns results."""
+    t = config.train
+    mode = parallel.resolve(t.parallel)
+    mesh = parallel.make_mesh(t.mesh_data, t.mesh_fsdp, t.mesh_tensor) if mode == "mesh" else None
+    # Config mistakes and an unwritable workdir fail here, before data is prepared or compiled.
+    check_config(config, _batch_divisor(mode, mesh))
+    checkpoints.check_writable(workdir)
     init = None
     if config.init_checkpoint:
         from bert_jax import convert  # noqa: PLC0415
 
         init = convert.load_pretrained(config.init_checkpoint)
     config = inputs.resolve_data(config, init.vocab_file if init else None)
-    mode = resolve_parallel(config.train.parallel)
-    check_config(config, jax.device_count() if mode == "pmap" else jax.process_count())
+    if not config.data.train_files:
+        raise ValueError("data.train_files is empty: set it, or data.dir, or data.corpus.")
     model_cfg = model_config(config, config.data.vocab_file, init.config if init else None)
     model = BertForPreTraining(model_cfg)
-    t = config.train
     end_step = t.stop_at_step or t.num_train_steps
     tx, schedule = optim.make_optimizer(config.optimizer, t.num_train_steps)
     d = config.data
@@ -320,35 +286,49 @@ def train_and_evaluate(
 
     # Resume order: this workdir's newest checkpoint > config.init_checkpoint > fresh init.
     state = init_state(
-        model, tx, jax.random.PRNGKey(t.seed), d.max_seq_length, d.max_predictions_per_seq
+        model,
+        tx,
+        jax.random.PRNGKey(t.seed),
+        d.max_seq_length,
+        d.max_predictions_per_seq,
+        mesh=mesh,
     )
     ckpt = checkpoints.Checkpointer(
-        os.path.join(workdir, "checkpoints"), save_every=t.checkpoint_every, keep=t.keep_checkpoints
+        os.path.join(workdir, "checkpoints"),
+        save_every=t.checkpoint_every,
+        keep=t.keep_checkpoints,
+        log=log,
     )
+    checkpoints.check_room(ckpt.directory, state)
     restored = ckpt.restore(checkpoints.abstract_like(state))
     if restored is not None:
         state = restored
     elif init is not None:
         state = _from_init_checkpoint(state, init, tx, config.init_checkpoint, log)
-    start_step = int(state["step"])
+    start_step = int(parallel.to_host(state["step"]))
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     log(
         f"model: {model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}, vocab "
         f"{model_cfg.vocab_size}, {n_params / 1e6:.2f}M params; {mode} on {jax.device_count()} "
-        f"device(s); " + (f"resumed at step {start_step}" if start_step else "from scratch")
+        f"device(s) of {jax.process_count()} process(es)"
+        + (f", mesh {dict(mesh.shape)}" if mesh else "")
+        + "; "
+        + (f"resumed at step {start_step}" if start_step else "from scratch")
     )
 
     nsp = d.next_sentence
-    par = Parallel(
+    par = parallel.Parallel(
         mode,
         functools.partial(train_step, model=model, optimizer=tx, next_sentence=nsp),
         functools.partial(eval_step, model=model, next_sentence=nsp),
+        mesh=mesh,
+        abstract_state=checkpoints.abstract_like(state),
     )
     state = par.put_state(state)
     writer = MetricWriter(workdir)
     start_file = os.path.join(workdir, "eval_start.json")
     if start_step == 0 and d.eval_files:
-        start_metrics = evaluate(par, state, inputs.eval_batches(config))
+        start_metrics = evaluate(par, state, inputs.eval_batches(config), model_cfg.vocab_size)
         writer.write(0, "eval", start_metrics)
         if jax.process_index() == 0:
             with open(start_file, "w") as f:
@@ -356,53 +336,65 @@ def train_and_evaluate(
         log(f"eval @ step 0: {_fmt(start_metrics)}")
 
     batches = inputs.train_batches(config, start_step)
-    pending, window = None, []
+    pending = None
+    monitor = StepMonitor(t.max_skipped_steps, log)
     t_log, step_log = time.time(), start_step  # throughput is measured from here
     last_saved = start_step
     try:
-        for step in range(start_step, end_step):
-            state, metrics = par.train(state, par.put_batch(next(batches)))
-            # Fetch the previous step's metrics only now, while this step runs on the device.
-            if pending is not None:
-                window.append(_check_finite(jax.device_get(par.get_metrics(pending)), step))
-            pending = metrics
-            done = step + 1
-            if step == start_step:
-                log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
-                t_log, step_log = time.time(), done
-            elif done % t.log_every == 0 or done == end_step:
-                window.append(_check_finite(jax.device_get(par.get_metrics(pending)), done))
-                pending = None
-                steps_per_s = (done - step_log) / (time.time() - t_log)
-                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                mean.update(
-                    learning_rate=float(schedule(step)),
-                    steps_per_sec=steps_per_s,
-                    seqs_per_sec=steps_per_s * t.batch_size,
-                )
-                writer.write(done, "train", mean)
-                eta = (end_step - done) / steps_per_s
-                log(
-                    f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
-                    f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
-                )
-                window, t_log, step_log = [], time.time(), done
-            if d.eval_files and done % t.eval_every == 0 and done != end_step:
-                m = evaluate(par, state, inputs.eval_batches(config, done))
-                writer.write(done, "eval", m)
-                log(f"eval @ step {done}: {_fmt(m)}")
-                t_log, step_log = time.time(), done  # keep evaluation out of the throughput
-            if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
-                last_saved = done
+        with SignalFlag(signal.SIGTERM) as preempted:
+            for step in range(start_step, end_step):
+                batch = next(batches)
+                inputs.check_batch(batch, model_cfg.vocab_size, f"training batch of step {step}")
+                state, metrics = par.train(state, par.put_batch(batch))
+                # Fetch the previous step's metrics only now, while this step runs.
+                if pending is not None:
+                    monitor.add(jax.device_get(par.get_metrics(pending)), step)
+                pending = metrics
+                done = step + 1
+                if step == start_step:
+                    log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
+                    t_log, step_log = time.time(), done
+                elif done % t.log_every == 0 or done == end_step:
+                    monitor.add(jax.device_get(par.get_metrics(pending)), done)
+                    pending = None
+                    steps_per_s = (done - step_log) / (time.time() - t_log)
+                    mean = monitor.window_mean()
+                    mean.update(
+                        learning_rate=float(schedule(step)),
+                        steps_per_sec=steps_per_s,
+                        seqs_per_sec=steps_per_s * t.batch_size,
+                    )
+                    writer.write(done, "train", mean)
+                    eta = (end_step - done) / steps_per_s
+                    log(
+                        f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
+                        f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
+                    )
+                    t_log, step_log = time.time(), done
+                if d.eval_files and done % t.eval_every == 0 and done != end_step:
+                    m = evaluate(
+                        par, state, inputs.eval_batches(config, done), model_cfg.vocab_size
+                    )
+                    writer.write(done, "eval", m)
+                    log(f"eval @ step {done}: {_fmt(m)}")
+                    t_log, step_log = time.time(), done  # keep evaluation out of the throughput
+                if preempted.raised and done != end_step:
+                    ckpt.save(done, par.get_state(state), force=True)
+                    log(f"SIGTERM: saved step {done}; rerun the same command to resume from it")
+                    raise Preempted(done)
+                if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
+                    last_saved = done
 
         final_state = par.get_state(state)
         if last_saved != end_step:
             ckpt.save(end_step, final_state, force=True)
     finally:
         ckpt.close()  # waits until the async saves are committed, also when a step raised
-    results = {"step": int(final_state["step"])}
+    results = {"step": int(parallel.to_host(final_state["step"]))}
     if d.eval_files:
-        results["end"] = evaluate(par, state, inputs.eval_batches(config, results["step"]))
+        results["end"] = evaluate(
+            par, state, inputs.eval_batches(config, results["step"]), model_cfg.vocab_size
+        )
         writer.write(results["step"], "eval", results["end"])
         if os.path.exists(start_file):
             with open(start_file) as f:
@@ -440,10 +432,67 @@ def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
     return "\n".join(rows)
 
 
-def _check_finite(metrics: dict[str, np.ndarray], step: int) -> dict[str, float]:
-    if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"non-finite loss {metrics['loss']} at step {step}; lower optimizer.learning_rate or "
-            "check the input data. The last checkpoint is intact."
+class StepMonitor:
+    """The host's view of the steps' metrics: the window of finite steps since the last log line,
+    and the count of consecutive skipped (non-finite) steps, which stops the run at `limit`."""
+
+    def __init__(self, limit: int, log: Callable[[str], None]):
+        self.limit, self.log = limit, log
+        self.window: list[dict[str, float]] = []
+        self.streak = self.skipped = 0
+
+    def add(self, metrics: dict[str, np.ndarray], step: int) -> None:
+        m = {k: float(v) for k, v in metrics.items()}
+        if not m.get("skipped"):
+            self.streak = 0
+            self.window.append(m)
+            return
+        self.streak += 1
+        self.skipped += 1
+        self.log(
+            f"step {step}: non-finite loss {m['loss']} or gradient norm {m['grad_norm']}; the "
+            f"update was skipped ({self.streak} in a row, {self.skipped} in this run)"
         )
-    return {k: float(v) for k, v in metrics.items()}
+        if self.streak >= self.limit:
+            raise FloatingPointError(
+                f"{self.streak} consecutive steps up to step {step} had a non-finite loss or "
+                "gradient (train.max_skipped_steps); no update was applied, so the parameters "
+                "and the last checkpoint are intact. Lower optimizer.learning_rate, check the "
+                "data, or use model.dtype=float32."
+            )
+
+    def window_mean(self) -> dict[str, float]:
+        """Means over the finite steps since the last call (NaN if all were skipped)."""
+        window, self.window = self.window, []
+        if not window:
+            return dict.fromkeys(("loss", "mlm_accuracy", "nsp_accuracy", "mlm_loss"), np.nan)
+        return {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+
+
+class Preempted(SystemExit):
+    """Raised after the checkpoint of a SIGTERM'd run is saved: exit status 143 (128 + 15), so
+    that launchers and schedulers see an unfinished job (and rerun it)."""
+
+    def __init__(self, step: int):
+        super().__init__(143)
+        self.step = step
+
+
+class SignalFlag:
+    """`with SignalFlag(signal.SIGTERM) as flag:` sets flag.raised when the signal arrives,
+    instead of killing the process mid-step; the previous handler is restored on exit."""
+
+    def __init__(self, signum: int):
+        self.signum, self.raised, self._previous = signum, False, None
+
+    def __enter__(self) -> SignalFlag:
+        if threading.current_thread() is threading.main_thread():  # signals reach only it
+            self._previous = signal.signal(self.signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)

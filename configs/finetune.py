@@ -81,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task.test_file = ""
     # Without a dev split: this share of train is held out as dev (fixed split seed 0).
     config.task.dev_fraction = 0.2
+    # Train on this many training examples only (a fixed random subset; 0: all of them).
+    config.task.train_examples = 0
     # Column names of CSV/TSV/JSONL text files (text_b empty: single sentences).
     config.task.text_a = "text"
     config.task.text_b = ""

@@ -113,8 +113,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.num_train_steps = 1_000_000
     # Stop this invocation at this step (0: at num_train_steps); rerunning the command continues.
     config.train.stop_at_step = 0
-    # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
+    # "auto" (pmap on several local devices, else jit), "pmap", "jit", or "mesh": one jit over a
+    # (data, fsdp, tensor) mesh of every device of every host, parameters and optimizer state
+    # sharded by the rules in bert_jax/parallel.py (FSDP over fsdp, Megatron-style over tensor).
     config.train.parallel = "auto"
+    # Mesh axis sizes for parallel="mesh"; their product is the device count (-1: the rest).
+    config.train.mesh_data = -1
+    config.train.mesh_fsdp = 1
+    config.train.mesh_tensor = 1
     # Progress line, JSONL and TensorBoard every this many steps.
     config.train.log_every = 100
     # Evaluate on data.eval_files every this many steps (and at the start and the end).
@@ -127,6 +133,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3
     # Seed of parameter init and dropout (data order has its own seed, data.seed).
     config.train.seed = 0
+    # A step with a non-finite loss or gradient is skipped (no update); this many in a row stop
+    # the run with an error.
+    config.train.max_skipped_steps = 10
 
     if arg.demo:
         # BERT-tiny on the gensim Wikipedia sample, a few minutes on two CPU cores.

@@ -12,7 +12,7 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from bert_jax import checkpoints, convert, finetune, finetune_sweep, losses, train
+from bert_jax import checkpoints, convert, finetune, finetune_sweep, losses, parallel
 from bert_jax.data import samples
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
@@ -96,7 +96,7 @@ def test_pmap_step_equals_jit_step():
         functools.partial(finetune.train_step, model=model, optimizer=tx, head="classification"),
         functools.partial(finetune.predict_step, model=model),
     )
-    jit_par, pmap_par = train.Parallel("jit", *steps), train.Parallel("pmap", *steps)
+    jit_par, pmap_par = parallel.Parallel("jit", *steps), parallel.Parallel("pmap", *steps)
     assert pmap_par.n == 8
     s1, m1 = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
     s8, m8 = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))

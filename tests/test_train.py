@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax import losses, optim, train
+from bert_jax import losses, optim, parallel, train
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 
@@ -96,8 +96,8 @@ def test_pmap_step_equals_jit_step_on_8_devices():
         functools.partial(train.train_step, model=model, optimizer=tx),
         functools.partial(train.eval_step, model=model),
     )
-    jit_par = train.Parallel("jit", *steps)
-    pmap_par = train.Parallel("pmap", *steps)
+    jit_par = parallel.Parallel("jit", *steps)
+    pmap_par = parallel.Parallel("pmap", *steps)
     s_jit, m_jit = jit_par.train(jax.tree_util.tree_map(jnp.copy, state), batch)
     s_pmap, m_pmap = pmap_par.train(pmap_par.put_state(state), pmap_par.put_batch(batch))
     s_pmap, m_pmap = pmap_par.get_state(s_pmap), pmap_par.get_metrics(m_pmap)
