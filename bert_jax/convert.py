@@ -36,7 +36,7 @@ from bert_jax.checkpoint_names import (
     tensors_to_params,
     tf_skip_reason,
 )
-from bert_jax.model import BertConfig
+from bert_jax.model import BertConfig, unstack_layers
 
 
 @dataclasses.dataclass
@@ -138,6 +138,7 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
     if not isinstance(cfg.get("model"), dict):
         raise ValueError(f"{workdir / 'config.json'}: no 'model' section; not a bert_jax workdir.")
     step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
+    raw = unstack_layers(raw)  # a scan_layers run stores the layers stacked
     fields = {k: v for k, v in cfg["model"].items() if k != "size"}
     if not fields.get("vocab_size"):  # 0 means "count data.vocab_file": the table itself knows
         table = raw.get("bert", {}).get("embeddings", {}).get("word_embeddings", {})

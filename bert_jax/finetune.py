@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from bert_jax import checkpoints, heads, losses, optim, parallel, train
 from bert_jax.data.tasks import common, registry
-from bert_jax.model import BertConfig
+from bert_jax.model import BertConfig, stack_layers
 from bert_jax.pretrained import BertTokenizer
 from bert_jax.writers import MetricWriter
 
@@ -89,9 +89,7 @@ def train_step(
     state: State, batch: Batch, *, model, optimizer, head: str, axis_name: str | None = None
 ) -> tuple[State, dict[str, jax.Array]]:
     """One optimizer step on the head's loss; the mean is over the global batch (psum'ed)."""
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    if axis_name is not None:
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    rng = train.dropout_rng(state, model.config, axis_name)
 
     def psum(x):
         return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -242,6 +240,8 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         if config.reinit_pooler:
             encoder.pop("pooler", None)
         params = {"bert": encoder}
+        if bert_config.scan_layers:
+            params = stack_layers(params, bert_config.num_hidden_layers)
     return Setup(task, splits, features, bert_config, params, tokenizer, str(vocab_file), lowercase)
 
 

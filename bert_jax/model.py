@@ -47,6 +47,22 @@ class BertConfig:
     # the positions before it, pre-training predicts the next token, and the pooler reads the
     # last real token (the only one that has seen the whole input) instead of [CLS].
     causal: bool = False
+    # How the same math is computed (speed and memory levers; none changes a result beyond
+    # float rounding, see experiments/benchmark.py):
+    # one [H, 3H] matmul for query, key and value (their parameters stay separate);
+    fused_qkv: bool = False
+    # "einsum" (explicit softmax, attention dropout) or "dot": jax.nn.dot_product_attention
+    # (cuDNN flash attention on GPUs; without attention dropout, which it does not do);
+    attention: str = "einsum"
+    # nn.scan over the layers: one compiled layer whatever the depth (parameters stacked under
+    # encoder/layers, see stack_layers / unstack_layers);
+    scan_layers: bool = False
+    # recompute activations in the backward pass: "none", "full" (each layer), "dots" (keep
+    # only matmul outputs): less memory for more compute.
+    remat: str = "none"
+    # Random bits for dropout: "threefry" (JAX's default) or "rbg" (XLA's RngBitGenerator,
+    # far cheaper per bit on accelerators); the masks differ, their distribution does not.
+    dropout_rng: str = "threefry"
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -61,6 +77,12 @@ class BertConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={self.dtype!r}; use 'float32' or 'bfloat16'.")
+        if self.attention not in ("einsum", "dot"):
+            raise ValueError(f"attention={self.attention!r}; use 'einsum' or 'dot'.")
+        if self.dropout_rng not in ("threefry", "rbg"):
+            raise ValueError(f"dropout_rng={self.dropout_rng!r}; use 'threefry' or 'rbg'.")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={self.remat!r}; use one of {sorted(REMAT_POLICIES)}.")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BertConfig:
@@ -73,6 +95,15 @@ class BertConfig:
     @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
+
+
+# Fields that say how to compute, not what: they may differ between a checkpoint and a run.
+IMPLEMENTATION_FIELDS = ("dtype", "fused_qkv", "attention", "scan_layers", "remat", "dropout_rng")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 
 
 def kernel_init(config: BertConfig):
@@ -142,6 +173,19 @@ class BertEmbeddings(nn.Module):
         return jnp.einsum("bph,vh->bpv", x_BxPxH, table_VxH)
 
 
+class DenseParams(nn.Module):
+    """The kernel [in, out] and bias [out] of a dense layer, as nn.Dense names and initialises
+    them, returned instead of applied (to be used fused with others)."""
+
+    config: BertConfig
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[Array, Array]:
+        kernel = self.param("kernel", kernel_init(self.config), (in_features, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+
+
 class SelfAttention(nn.Module):
     """The `attention/self` scope: query, key, value projections and scaled dot-product."""
 
@@ -152,12 +196,27 @@ class SelfAttention(nn.Module):
         # (bias_Bx1xSxS for a causal model: the broadcast below is the same.)
         c = self.config
         n, d = c.num_attention_heads, c.hidden_size // c.num_attention_heads
-        b, s, _ = x_BxSxH.shape
+        b, s, h = x_BxSxH.shape
+        if c.fused_qkv:
+            names = ("query", "key", "value")
+            kernels, biases = zip(*(DenseParams(c, h, name=k)(h) for k in names), strict=True)
+            dt = c.compute_dtype
+            w_Hx3H = jnp.concatenate(kernels, axis=1).astype(dt)
+            qkv_BxSx3H = x_BxSxH.astype(dt) @ w_Hx3H + jnp.concatenate(biases).astype(dt)
+            q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = (
+                t.reshape(b, s, n, d) for t in jnp.split(qkv_BxSx3H, 3, axis=-1)
+            )
+        else:
 
-        def heads(name):
-            return dense(c, c.hidden_size, name)(x_BxSxH).reshape(b, s, n, d)
+            def heads(name):
+                return dense(c, c.hidden_size, name)(x_BxSxH).reshape(b, s, n, d)
 
-        q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = heads("query"), heads("key"), heads("value")
+            q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = heads("query"), heads("key"), heads("value")
+        if c.attention == "dot" and (deterministic or not c.attention_probs_dropout_prob):
+            ctx_BxSxNxD = jax.nn.dot_product_attention(
+                q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias_Bx1x1xS.astype(q_BxSxNxD.dtype)
+            )
+            return ctx_BxSxNxD.reshape(b, s, n * d)
         scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
         scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS
         probs_BxNxSxS = jax.nn.softmax(scores_BxNxSxS, axis=-1)
@@ -217,18 +276,71 @@ class TransformerLayer(nn.Module):
         return DenseResidualNorm(c, c.hidden_size, name="output")(h_BxSxF, a_BxSxH, deterministic)
 
 
+class _ScanStep(nn.Module):
+    """One layer as an nn.scan body: (carry, bias) -> (carry, this layer's output)."""
+
+    config: BertConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x_BxSxH, bias_Bx1x1xS):
+        x_BxSxH = _layer_class(self.config)(self.config, name="layer")(
+            x_BxSxH, bias_Bx1x1xS, self.deterministic
+        )
+        return x_BxSxH, x_BxSxH
+
+
+def _layer_class(config: BertConfig):
+    policy = REMAT_POLICIES[config.remat]
+    if config.remat == "none":
+        return TransformerLayer
+    # `deterministic` (argument 3, counting self) is a Python bool: static.
+    return nn.remat(TransformerLayer, policy=policy, static_argnums=(3,))
+
+
 class Encoder(nn.Module):
     config: BertConfig
 
     @nn.compact
     def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> list[Array]:
+        c = self.config
+        if c.scan_layers:
+            layers = nn.scan(
+                _ScanStep,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=c.num_hidden_layers,
+            )(c, deterministic, name="layers")
+            _, out_LxBxSxH = layers(x_BxSxH, bias_Bx1x1xS)
+            return [x_BxSxH, *out_LxBxSxH]
         hidden = [x_BxSxH]
-        for i in range(self.config.num_hidden_layers):
-            x_BxSxH = TransformerLayer(self.config, name=f"layer_{i}")(
-                x_BxSxH, bias_Bx1x1xS, deterministic
-            )
+        for i in range(c.num_hidden_layers):
+            x_BxSxH = _layer_class(c)(c, name=f"layer_{i}")(x_BxSxH, bias_Bx1x1xS, deterministic)
             hidden.append(x_BxSxH)
         return hidden
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """Per-layer encoder parameters (encoder/layer_i/..., the checkpoint layout) -> the layout
+    of a scan_layers model (encoder/layers/layer/... with a leading layer axis). Works on any
+    dict holding an "encoder" entry at any depth."""
+    if "encoder" in params and "layer_0" in params["encoder"]:
+        layers = [params["encoder"][f"layer_{i}"] for i in range(num_layers)]
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
+        return {**params, "encoder": {"layers": {"layer": stacked}}}
+    return {k: stack_layers(v, num_layers) if isinstance(v, dict) else v for k, v in params.items()}
+
+
+def unstack_layers(params: dict) -> dict:
+    """The inverse of stack_layers (a no-op on per-layer parameters)."""
+    if "encoder" in params and "layers" in params["encoder"]:
+        stacked = params["encoder"]["layers"]["layer"]
+        n = len(jax.tree_util.tree_leaves(stacked)[0])
+        return {**params, "encoder": {
+            f"layer_{i}": jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(n)
+        }}  # fmt: skip
+    return {k: unstack_layers(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
 def attention_bias(input_mask_BxS: Array, causal: bool = False) -> Array:

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from bert_jax import checkpoints, inputs, losses, optim, parallel
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import BertConfig
+from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig, stack_layers
 from bert_jax.writers import MetricWriter
 
 State = dict[str, Any]
@@ -75,6 +75,17 @@ def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> 
     return model.apply({"params": params}, *inputs, **kwargs)
 
 
+def dropout_rng(state: State, config: BertConfig, axis_name: str | None = None) -> jax.Array:
+    """The step's dropout key: fold_in(rng, step) (and the device index under pmap), as a key
+    of config.dropout_rng's generator."""
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    if config.dropout_rng == "rbg":
+        rng = jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl="rbg")
+    return rng
+
+
 def train_step(
     state: State,
     batch: Batch,
@@ -92,9 +103,7 @@ def train_step(
     `next_sentence=False` (data without NSP) leaves the NSP head out of the loss; a causal model
     (model.config.causal) is trained as a left-to-right LM instead of a masked LM.
     """
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    if axis_name is not None:
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    rng = dropout_rng(state, model.config, axis_name)
 
     def psum(x):
         return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -152,7 +161,7 @@ def eval_step(
 
 
 # Fields of the `model` section that still apply on top of an init checkpoint's architecture.
-RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype")
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", *IMPLEMENTATION_FIELDS)
 
 
 def model_config(
@@ -161,7 +170,8 @@ def model_config(
     """BertConfig from the `model` section; vocab_size 0 is read from the vocab file.
 
     With an init checkpoint (`init`), the architecture is the checkpoint's own; only the
-    RUN_FIELDS (dropout, compute dtype) are taken from the config.
+    RUN_FIELDS (dropout, compute dtype and the other implementation choices) are taken from
+    the config.
     """
     fields = {k: v for k, v in config.model.items() if k != "size"}
     if init is not None:
@@ -414,7 +424,10 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
     """Params from a converted/pre-trained checkpoint; heads it lacks stay freshly initialised."""
     from bert_jax import convert  # noqa: PLC0415
 
-    params, report = convert.merge_params(state["params"], init.params)
+    loaded = init.params  # per-layer, as every checkpoint format holds them
+    if "layers" in state["params"]["bert"]["encoder"]:  # this run scans over its layers
+        loaded = stack_layers(loaded, init.config.num_hidden_layers)
+    params, report = convert.merge_params(state["params"], loaded)
     fresh = report.get("initialised fresh", [])
     log(
         f"init_checkpoint {path}: {len(jax.tree_util.tree_leaves(params)) - len(fresh)} tensors "

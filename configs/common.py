@@ -50,6 +50,16 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     # Left-to-right (causal) attention and a next-token LM objective instead of masked LM
     # (BERT Table 5, "LTR & No NSP"); the pooler then reads the last token.
     m.causal = False
+    # How to compute (speed/memory levers; the results stay the same up to float rounding):
+    # one fused query/key/value matmul; "einsum" or "dot" (jax.nn.dot_product_attention, cuDNN
+    # flash attention on GPUs, no attention dropout); nn.scan over layers (constant compile
+    # time in depth); rematerialisation "none" | "full" | "dots".
+    m.fused_qkv = False
+    m.attention = "einsum"
+    m.scan_layers = False
+    m.remat = "none"
+    # Dropout's random bits: "threefry" (JAX's default) or "rbg" (cheaper on accelerators).
+    m.dropout_rng = "threefry"
     return m
 
 

@@ -7,8 +7,8 @@ and fine-tuning accuracy.
 
 Profiles (`arg` keys: profile, scale, seeds, corpus, steps):
   mini   the six sizes shrunk by `scale` (default 8: H/8, L/3 rounded up, A kept, so the head
-         widths keep the paper's ratios), pre-trained 400 steps of 32 sequences of 64 tokens on
-         the Wikipedia sample; SST-2 -> Rotten Tomatoes sentiment. About 40 min on 2 CPU cores.
+         widths keep the paper's ratios), pre-trained 800 steps of 32 x 128 tokens on the
+         Wikipedia sample; SST-2 -> Rotten Tomatoes sentiment.
   paper  the paper's sizes, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, MRPC and SST-2
          from TFDS (scale=1).
 """
@@ -78,14 +78,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
             for name, task, column in tasks:
                 overrides = {"init_checkpoint": f"{{job:{pre}}}", "train.seed": seed}
                 if mini:
-                    overrides.update(
-                        {
-                            "task.max_seq_length": 64,
-                            "train.num_epochs": 2,
-                            "optimizer.learning_rate": 1e-3,
-                            "train.keep_train_state": False,
-                        }
-                    )
+                    overrides.update(common.MINI_SENTIMENT)
                 jobs.append(
                     common.Job(
                         f"{pre}/{name}_seed{seed}",
@@ -119,15 +112,7 @@ def pretraining(arg, model: dict) -> tuple[str, dict]:
     if arg.profile == "mini":
         return "configs/pretrain.py:size=tiny,demo", {
             **model,
-            "data.dir": "{root}/data",
-            "data.max_seq_length": 64,
-            "data.max_predictions_per_seq": 10,
-            "train.batch_size": 32,
-            "train.num_train_steps": arg.steps or 400,
-            "train.eval_every": 10_000,
-            "train.checkpoint_every": 10_000,
-            "optimizer.learning_rate": 1e-3,
-            "optimizer.warmup_steps": 40,
+            **common.mini_pretraining("{root}/data", arg.steps),
         }
     if not arg.corpus:
         raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
@@ -145,10 +130,7 @@ def notes(profile: str, scale: int) -> tuple[str, ...]:
         return ("Paper profile: the paper's sizes; MNLI-m, MRPC, SST-2 dev accuracy.",)
     sizes = ", ".join(f"{row_name(k)} -> {row_name(size(k, scale))}" for k in PAPER)
     return (
-        f"Mini profile, sizes shrunk by scale={scale} (rows keep the paper's names): {sizes}.",
-        "Each pre-trained 400 steps x 32 sequences of 64 tokens on the 2.5 MB Wikipedia sample "
-        "(lr 1e-3), perplexity on its held-out 5% of documents; the paper: 1M steps x 256 x "
-        "512 on 3.3B words, so our perplexities are far higher.",
-        "SST-2 column: Rotten Tomatoes sentiment accuracy (a fixed 20% held out; SST-2, MNLI and "
-        "MRPC need the network).",
+        f"Sizes shrunk by scale={scale} (rows keep the paper's names): {sizes}. Perplexity on "
+        "the held-out 5% of the sample's documents.",
+        common.MINI_NOTE,
     )

@@ -8,9 +8,8 @@ Each mix is one pre-training run, then fine-tuning on MNLI and NER and a feature
   python experiments/paper_tables.py --root=runs/sweeps/table8_mini --out=docs/results/table8_mini
 
 Profiles (`arg` keys: profile, seeds, corpus, steps):
-  mini   BERT-tiny (L2/H128) on the Wikipedia sample at sequence length 64, 600 steps of 32;
+  mini   BERT-tiny (L2/H128), 800 steps of 32 x 128 tokens on the Wikipedia sample;
          MNLI -> Rotten Tomatoes sentiment, CoNLL-2003 -> WNUT-16 (the built-in real data).
-         About 35 minutes on 2 CPU cores.
   paper  BERT-base, 1M steps of 256 at length 128 on `corpus=` (a Wikipedia dump: 90% of the
          paper's steps; add phase 2 with --config overrides), MNLI and CoNLL-2003 from TFDS.
 """
@@ -92,17 +91,8 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
 def pretraining(arg, mix: str, data_dir: str) -> tuple[str, dict]:
     """(config, overrides) of the pre-training run of one mix; static masks as in the paper."""
     if arg.profile == "mini":
-        return "configs/pretrain.py:size=tiny,demo", {
-            "data.dir": data_dir,
-            "data.masking_split": mix,
-            "data.max_seq_length": 64,
-            "data.max_predictions_per_seq": 10,
-            "train.batch_size": 32,
-            "train.num_train_steps": arg.steps or 600,
-            "train.eval_every": 10_000,
-            "train.checkpoint_every": 10_000,
-            "optimizer.learning_rate": 1e-3,
-        }
+        overrides = {**common.mini_pretraining(data_dir, arg.steps), "data.masking_split": mix}
+        return "configs/pretrain.py:size=tiny,demo", overrides
     if not arg.corpus:
         raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
     return "configs/pretrain.py:size=base", {
@@ -115,32 +105,16 @@ def pretraining(arg, mix: str, data_dir: str) -> tuple[str, dict]:
 
 
 def finetuning(mini: bool, task: str) -> dict:
-    """The fine-tuning run's overrides: short sequences and epochs for the CPU profile."""
+    """The fine-tuning run's overrides (the mini profile's short runs, or the task defaults)."""
     if not mini:
-        return {}  # the task table's defaults (configs/finetune.py)
-    if task == "rotten_tomatoes":
-        return {
-            "task.max_seq_length": 64,
-            "train.num_epochs": 2,
-            "optimizer.learning_rate": 1e-3,
-            "train.keep_train_state": False,
-        }
-    return {
-        "task.max_seq_length": 48,
-        "train.num_epochs": 6,
-        "optimizer.learning_rate": 1e-3,
-        "train.keep_train_state": False,
-    }
+        return {}
+    return common.MINI_SENTIMENT if task == "rotten_tomatoes" else common.MINI_NER
 
 
 NOTES = {
     "mini": (
-        f"Mini profile: BERT-tiny ({config_common.SIZES['tiny'][0]} layers, hidden "
-        f"{config_common.SIZES['tiny'][1]}) pre-trained 600 steps x 32 sequences of 64 tokens on "
-        "the 2.5 MB Wikipedia sample, one run per mix; paper: BERT-base, 1M steps x 256 x 512.",
-        "MNLI column: Rotten Tomatoes sentiment accuracy (MNLI needs the network); NER columns: "
-        "WNUT-16 entity F1 (CoNLL-2003 needs the network). The paper's numbers are for MNLI and "
-        "CoNLL-2003, so compare rows within a column, not ours against the paper's.",
+        "BERT-tiny (2 layers, hidden 128), one pre-training run per mix (static masks). "
+        + common.MINI_NOTE,
     ),
     "paper": ("Paper profile: BERT-base, MNLI-m and CoNLL-2003 dev.",),
 }

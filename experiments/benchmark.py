@@ -1,0 +1,263 @@
+r"""Training-step speed of bert-jax against Hugging Face's Flax BERT, in the same process.
+
+    python experiments/benchmark.py --size=mini --seq=128 --batch=32
+    python experiments/benchmark.py --size=base --seq=128 --batch=32 --dtype=bfloat16   # a GPU
+    python experiments/benchmark.py --size=mini --reference_site=/tmp/hf457   # + HF Flax
+    python experiments/benchmark.py --size=large --seq=128 --batch=8 --scan_layers --steps=3
+
+Times the jitted pre-training step (MLM at the masked positions + NSP, AdamW, dropout on) after
+compilation: the median of `--steps` steps. With a transformers 4.x importable (Flax was removed
+in 5.0; `--reference_site=DIR` adds a directory made by `pip install --target DIR --no-deps
+transformers==4.57.3 tokenizers==0.22.1 'huggingface_hub<1.0'`), it times
+`FlaxBertForPreTraining` on the same config and batch (MLM over all positions + NSP, optax AdamW,
+as its examples train). Prints sequences/s, tokens/s, the ratio to Hugging Face, model FLOPs per
+step (DESIGN.md: 3 x [2 S L (4 d^2 + 2 d d_ff) + 4 L d S^2 + 2 P (d^2 + d V)] per sequence, P the
+scored positions), MFU against a float32 matmul peak measured in the same run (on accelerators:
+the bf16 matmul peak, measured likewise), compile time and peak memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import resource
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("size", "mini", "tiny | mini | small | medium | base | large.")
+    flags.DEFINE_integer("seq", 128, "Sequence length.")
+    flags.DEFINE_integer("batch", 32, "Sequences per step.")
+    flags.DEFINE_integer(
+        "predictions", 0, "Masked positions per sequence (0: 20 at 128, 80 at 512)."
+    )
+    flags.DEFINE_integer("vocab", 30522, "Vocabulary size.")
+    flags.DEFINE_integer("steps", 10, "Timed steps (after compilation); the median is reported.")
+    flags.DEFINE_string("dtype", "float32", "Compute dtype: float32 | bfloat16.")
+    flags.DEFINE_list("set", [], "Model config fields, e.g. --set=fused_qkv=true,attention=dot.")
+    flags.DEFINE_bool("reference", True, "Also time Hugging Face's Flax step (if importable).")
+    flags.DEFINE_string("reference_site", "", "Directory holding transformers 4.x (see above).")
+    flags.DEFINE_string("output", "", "Append the result as one JSON line to this file.")
+
+
+def flops_per_sequence(c, seq: int, predictions: int) -> float:
+    """Matmul FLOPs of one training sequence (forward + backward = 3 x forward)."""
+    layers, d, ff, v = c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.vocab_size
+    forward = (
+        2 * seq * layers * (4 * d * d + 2 * d * ff)
+        + 4 * layers * d * seq * seq
+        + 2 * predictions * (d * d + d * v)
+    )
+    return 3.0 * forward
+
+
+def matmul_peak(dtype: str) -> float:
+    """FLOP/s of a large square matmul in `dtype` on the default device (median of 5)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    n = 2048 if jax.default_backend() == "cpu" else 8192
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def _time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
+    """(compile seconds, median step seconds, final state) of a jitted step."""
+    import jax  # noqa: PLC0415
+
+    t = time.perf_counter()
+    compiled = step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t
+    state, m = compiled(state, batches[0])  # warm-up (first call allocations)
+    jax.block_until_ready(m)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        state, m = compiled(state, batches[(i + 1) % len(batches)])
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+    memory = None
+    try:
+        analysis = compiled.memory_analysis()
+        memory = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes) / 2**20
+    except Exception:  # noqa: BLE001 (not every backend reports it)
+        pass
+    return compile_s, statistics.median(times), memory
+
+
+def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
+    """Random full-length pairs with `predictions` distinct masked positions each."""
+    import numpy as np  # noqa: PLC0415
+
+    ids = rng.integers(1000, vocab, (batch, seq)).astype(np.int32)
+    positions = np.sort(np.argsort(rng.random((batch, seq - 1)), 1)[:, :predictions] + 1, 1)
+    return {
+        "input_ids": ids,
+        "input_mask": np.ones_like(ids),
+        "segment_ids": np.repeat((np.arange(seq)[None] >= seq // 2).astype(np.int32), batch, 0),
+        "masked_lm_positions": positions.astype(np.int32),
+        "masked_lm_ids": rng.integers(1000, vocab, (batch, predictions)).astype(np.int32),
+        "masked_lm_weights": np.ones((batch, predictions), np.float32),
+        "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
+    }
+
+
+def our_step(config, seq: int, batch: int, predictions: int, steps: int) -> dict:
+    import jax  # noqa: PLC0415
+    import ml_collections  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from bert_jax import optim, train  # noqa: PLC0415
+    from bert_jax.heads import BertForPreTraining  # noqa: PLC0415
+
+    model = BertForPreTraining(config)
+    opt = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-4, warmup_steps=10, b1=0.9, b2=0.999, eps=1e-6,
+        weight_decay=0.01, grad_clip_norm=1.0, grad_accum_steps=1))  # fmt: skip
+    tx, _ = optim.make_optimizer(opt, 1000)
+    state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
+    rng = np.random.default_rng(0)
+    batches = [_batch(rng, config.vocab_size, seq, batch, predictions) for _ in range(2)]
+    batches = [jax.device_put(b) for b in batches]
+    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx), donate_argnums=0)
+    compile_s, step_s, memory = _time_steps(step, state, batches, steps)
+    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+
+
+def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
+    """Hugging Face FlaxBertForPreTraining (MLM logits at every position, loss on the masked
+    ones, + NSP), optax AdamW with the same schedule shape; None if transformers<5 is absent."""
+    try:
+        import transformers  # noqa: PLC0415
+
+        if int(transformers.__version__.split(".")[0]) >= 5:
+            return None
+        from transformers import BertConfig as HFConfig  # noqa: PLC0415
+        from transformers import FlaxBertForPreTraining  # noqa: PLC0415
+    except ImportError:
+        return None
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import optax  # noqa: PLC0415
+
+    hf = FlaxBertForPreTraining(
+        HFConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                 num_hidden_layers=config.num_hidden_layers,
+                 num_attention_heads=config.num_attention_heads,
+                 intermediate_size=config.intermediate_size,
+                 max_position_embeddings=max(512, seq)),
+        seed=0, dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
+    )  # fmt: skip
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
+    state = {"params": hf.params, "opt": tx.init(hf.params), "rng": jax.random.PRNGKey(0)}
+
+    def step(state, b):
+        rng, dropout = jax.random.split(state["rng"])
+
+        def loss_fn(params):
+            out = hf(b["input_ids"], b["input_mask"], b["segment_ids"], params=params,
+                     dropout_rng=dropout, train=True)  # fmt: skip
+            logp = jax.nn.log_softmax(out.prediction_logits.astype(jnp.float32))
+            mlm = -jnp.take_along_axis(logp, b["labels"][..., None], -1)[..., 0]
+            mlm = jnp.sum(mlm * b["label_mask"]) / jnp.sum(b["label_mask"])
+            nsp = optax.softmax_cross_entropy_with_integer_labels(
+                out.seq_relationship_logits.astype(jnp.float32), b["next_sentence_label"]
+            ).mean()
+            return mlm + nsp
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
+                "rng": rng}, {"loss": loss}  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(2):
+        ids = rng.integers(1000, config.vocab_size, (batch, seq)).astype(np.int32)
+        batches.append(jax.device_put({
+            "input_ids": ids, "input_mask": np.ones_like(ids),
+            "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
+            "labels": rng.integers(1000, config.vocab_size, (batch, seq)).astype(np.int32),
+            "label_mask": (rng.random((batch, seq)) < 0.15).astype(np.float32),
+            "next_sentence_label": rng.integers(0, 2, batch).astype(np.int32),
+        }))  # fmt: skip
+    compile_s, step_s, memory = _time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
+    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory,
+            "transformers": transformers.__version__}  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.reference_site:
+        sys.path.insert(0, FLAGS.reference_site)
+    import jax  # noqa: PLC0415
+
+    from bert_jax.model import BertConfig  # noqa: PLC0415
+    from configs import common  # noqa: PLC0415
+
+    layers, hidden = common.SIZES[FLAGS.size]
+    fields = {}
+    for item in FLAGS.set:
+        key, _, value = item.partition("=")
+        kind = type(getattr(BertConfig, key, ""))
+        fields[key] = value.lower() == "true" if kind is bool else kind(value)
+    config = BertConfig(vocab_size=FLAGS.vocab, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=hidden // 64, intermediate_size=4 * hidden,
+                        max_position_embeddings=max(512, FLAGS.seq), dtype=FLAGS.dtype,
+                        **fields)  # fmt: skip
+    preds = FLAGS.predictions or {128: 20, 512: 80}.get(FLAGS.seq, round(0.15 * FLAGS.seq))
+    backend = jax.default_backend()
+    peak_dtype = "float32" if backend == "cpu" else "bfloat16"
+    peak = matmul_peak(peak_dtype)
+    ours = our_step(config, FLAGS.seq, FLAGS.batch, preds, FLAGS.steps)
+    flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
+    result = {
+        "size": FLAGS.size, "seq": FLAGS.seq, "batch": FLAGS.batch, "dtype": FLAGS.dtype,
+        "options": dict(fields), "backend": backend, "device": str(jax.devices()[0].device_kind),
+        "peak_tflops": round(peak / 1e12, 3), "peak_dtype": peak_dtype,
+        "ours_seqs_per_s": round(FLAGS.batch / ours["step_s"], 2),
+        "ours_tokens_per_s": round(FLAGS.batch * FLAGS.seq / ours["step_s"]),
+        "ours_model_gflop_per_step": round(flops / 1e9, 2),
+        "ours_mfu": round(flops / ours["step_s"] / peak, 4),
+        "ours_compile_s": round(ours["compile_s"], 1),
+        "ours_device_memory_mb": ours["device_memory_mb"] and round(ours["device_memory_mb"]),
+    }  # fmt: skip
+    hf = hf_step(config, FLAGS.seq, FLAGS.batch, FLAGS.steps) if FLAGS.reference else None
+    if hf is not None:
+        hf_flops = flops_per_sequence(config, FLAGS.seq, FLAGS.seq) * FLAGS.batch
+        result.update({
+            "hf_transformers": hf["transformers"],
+            "hf_seqs_per_s": round(FLAGS.batch / hf["step_s"], 2),
+            "hf_mfu": round(hf_flops / hf["step_s"] / peak, 4),
+            "hf_compile_s": round(hf["compile_s"], 1),
+            "speedup_vs_hf": round(hf["step_s"] / ours["step_s"], 2),
+        })  # fmt: skip
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    line = json.dumps(result)
+    print(line)
+    if FLAGS.output:
+        with open(FLAGS.output, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
