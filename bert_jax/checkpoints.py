@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 
@@ -23,12 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint.checkpoint_managers import preservation_policy as ocp_keep
 from orbax.checkpoint.checkpoint_managers import save_decision_policy as ocp_save
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint in the workdir is of another model (tree, shape or dtype)."""
+
+
+# Errors of the machine, not of the checkpoint: raised, never a reason to set a step aside.
+_NOT_CORRUPTION = (PermissionError, TimeoutError, ConnectionError, MemoryError)
 
 
 class Checkpointer:
@@ -50,7 +56,7 @@ class Checkpointer:
             # Leftover tmp dirs of a save that was killed mid-way are removed, never restored.
             cleanup_tmp_directories=True,
         )
-        self.directory = os.path.abspath(directory)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         self.log = log
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
@@ -93,11 +99,15 @@ class Checkpointer:
         """(state, None) if step restores and verifies, else (None, what is wrong)."""
         try:
             saved = self.manager.item_metadata(step).tree
+        except _NOT_CORRUPTION:
+            raise
         except Exception as e:  # noqa: BLE001 (any unreadable metadata: a broken step)
             return None, f"its metadata cannot be read ({type(e).__name__}: {e})"
         check_same_tree(saved, abstract_state, f"{self.directory}/{step}")
         try:
             state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except _NOT_CORRUPTION:
+            raise
         except Exception as e:  # noqa: BLE001 (truncated or missing files)
             return None, f"its arrays cannot be read ({type(e).__name__}: {str(e)[:200]})"
         expected = (self.manager.metadata(step).custom_metadata or {}).get("fingerprint")
@@ -118,8 +128,9 @@ class Checkpointer:
         self.log(f"WARNING: checkpoint {self.directory}/{step} is corrupt: {problem}; moved to "
                  f"{target}, falling back to the previous step.")  # fmt: skip
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.move(os.path.join(self.directory, str(step)), target)
+            dest = epath.Path(target)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (epath.Path(self.directory) / str(step)).rename(dest)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils  # noqa: PLC0415
 
@@ -133,8 +144,11 @@ class Checkpointer:
 
 
 def check_writable(workdir: str) -> None:
-    """Fails at start, clearly, if files cannot be created in `workdir`."""
-    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    """Fails at start, clearly, if files cannot be created in `workdir` (a local or mounted
+    path; object stores such as gs:// are left to Orbax)."""
+    if "://" in workdir:
+        return
+    probe = os.path.join(workdir, f".write_test_{socket.gethostname()}_{os.getpid()}")
     try:
         os.makedirs(workdir, exist_ok=True)
         with open(probe, "w") as f:
@@ -149,7 +163,9 @@ def check_writable(workdir: str) -> None:
 
 def check_room(directory: str, state) -> None:
     """Fails at start, clearly, if the disk under `directory` cannot take one more checkpoint of
-    `state` (older ones are deleted only after a newer one is written)."""
+    `state` (older ones are deleted only after a newer one is written). Skipped for gs:// etc."""
+    if "://" in directory:
+        return
     need = sum(
         np.dtype(x.dtype).itemsize * int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state)
     )
@@ -190,7 +206,8 @@ def check_same_tree(saved, abstract_state, where: str) -> None:
         more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
         raise CheckpointMismatchError(
             f"{where} holds a checkpoint of another model: {'; '.join(diffs[:8])}{more}. Use "
-            "another --workdir, or the model config the checkpoint was made with."
+            "another --workdir, or the model config the checkpoint was made with (note that "
+            "model.scan_layers stacks the layers' arrays: resume with the value it had)."
         )
 
 

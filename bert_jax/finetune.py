@@ -111,7 +111,7 @@ def train_step(
     metrics = losses.task_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     # As in pre-training: a non-finite loss or gradient leaves params and optimizer state as
-    # they were (the loop stops at the next log step with an error).
+    # they were (the loop stops with an error if a log step's loss is non-finite).
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
     params, opt_state = optim.keep_if_finite(
         finite, (params, opt_state), (state["params"], state["opt_state"])

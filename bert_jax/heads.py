@@ -112,7 +112,9 @@ class HeadInput:
     The default (the last layer, trained encoder, no BiLSTM) is BERT fine-tuning. Table 7's
     feature-based NER freezes the encoder (`freeze_encoder`: no gradient, no dropout, no update)
     and reads `layers` through a `bilstm_layers`-layer BiLSTM; Table 5 puts a BiLSTM on top of a
-    fine-tuned left-to-right model.
+    fine-tuned left-to-right model. Any non-default input bypasses the pre-trained pooler: a
+    sentence is its features at [CLS] (the last token of a causal model), or with a BiLSTM its
+    forward state at the last token and backward state at the first.
     """
 
     layers: str = "last"

@@ -6,6 +6,7 @@ the batches an uninterrupted one would (`train_batches(config, start_step)`).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -55,6 +56,10 @@ def resolve_data(
                 vocab = d.vocab_file or os.path.join(d.dir, "vocab.txt")
                 build(d.phase2_dir, vocab, d.phase2_max_seq_length,
                       d.phase2_max_predictions_per_seq)  # fmt: skip
+        if jax.process_count() > 1:  # the other hosts wait until the data exists
+            from jax.experimental import multihost_utils  # noqa: PLC0415
+
+            multihost_utils.sync_global_devices("bert_jax: data prepared")
     if d.dir:
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
@@ -114,10 +119,23 @@ def eval_batches(config, step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         return
     batch_size = t.eval_batch_size // jax.process_count()
     ds = _dataset(config, phase, training=False, batch_size=batch_size)
-    for i, batch in enumerate(pipeline.as_numpy(ds)):
-        if t.eval_batches and i >= t.eval_batches:
-            return
-        yield pad_batch(batch, batch_size)
+    batches = (pad_batch(b, batch_size) for b in pipeline.as_numpy(ds))
+    if t.eval_batches:
+        batches = itertools.islice(batches, t.eval_batches)
+    if jax.process_count() == 1:
+        yield from batches
+        return
+    # Hosts hold different numbers of records; every host must take part in every (collective)
+    # evaluation step, so the shorter ones add batches of padding (example weight 0).
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    batches = list(batches)
+    counts = multihost_utils.process_allgather(np.array(len(batches)))
+    yield from batches
+    if batches:
+        empty = {k: np.zeros_like(v) for k, v in batches[0].items()}
+        for _ in range(int(np.max(counts)) - len(batches)):
+            yield empty
 
 
 def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

@@ -52,7 +52,7 @@ class BertConfig:
     # one [H, 3H] matmul for query, key and value (their parameters stay separate);
     fused_qkv: bool = False
     # "einsum" (explicit softmax, attention dropout) or "dot": jax.nn.dot_product_attention
-    # (cuDNN flash attention on GPUs; without attention dropout, which it does not do);
+    # (cuDNN flash attention on GPUs; needs attention_probs_dropout_prob=0);
     attention: str = "einsum"
     # nn.scan over the layers: one compiled layer whatever the depth (parameters stacked under
     # encoder/layers, see stack_layers / unstack_layers);
@@ -79,6 +79,12 @@ class BertConfig:
             raise ValueError(f"dtype={self.dtype!r}; use 'float32' or 'bfloat16'.")
         if self.attention not in ("einsum", "dot"):
             raise ValueError(f"attention={self.attention!r}; use 'einsum' or 'dot'.")
+        if self.attention == "dot" and self.attention_probs_dropout_prob:
+            raise ValueError(
+                f"attention='dot' (jax.nn.dot_product_attention) has no dropout on the attention "
+                f"probabilities; set attention_probs_dropout_prob=0 (it is "
+                f"{self.attention_probs_dropout_prob}) or use attention='einsum'."
+            )
         if self.dropout_rng not in ("threefry", "rbg"):
             raise ValueError(f"dropout_rng={self.dropout_rng!r}; use 'threefry' or 'rbg'.")
         if self.remat not in REMAT_POLICIES:
@@ -212,10 +218,12 @@ class SelfAttention(nn.Module):
                 return dense(c, c.hidden_size, name)(x_BxSxH).reshape(b, s, n, d)
 
             q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = heads("query"), heads("key"), heads("value")
-        if c.attention == "dot" and (deterministic or not c.attention_probs_dropout_prob):
-            ctx_BxSxNxD = jax.nn.dot_product_attention(
-                q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias_Bx1x1xS.astype(q_BxSxNxD.dtype)
-            )
+        if c.attention == "dot":
+            # The float32 "minus infinity" of the bias would become -inf in bfloat16 (NaN for a
+            # row that is all padding): clip it to the compute dtype's own minimum.
+            low = jnp.finfo(q_BxSxNxD.dtype).min
+            bias = jnp.maximum(bias_Bx1x1xS, low).astype(q_BxSxNxD.dtype)
+            ctx_BxSxNxD = jax.nn.dot_product_attention(q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias)
             return ctx_BxSxNxD.reshape(b, s, n * d)
         scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
         scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS

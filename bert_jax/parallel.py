@@ -30,6 +30,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bert_jax.checkpoints import path_name
+
 AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axes.
@@ -50,7 +52,7 @@ PARAM_AXES = [
     (r"attention\.output\.dense\.kernel$", ("heads", "embed")),
     (r"intermediate\.dense\.kernel$", ("embed", "mlp")),
     (r"intermediate\.dense\.bias$", ("mlp",)),
-    (r"layer_\d+\.output\.dense\.kernel$", ("mlp", "embed")),
+    (r"(layer_\d+|layers\.layer)\.output\.dense\.kernel$", ("mlp", "embed")),
     (r"predictions\.output_bias$", ("vocab",)),
     (r"(pooler|transform)\.dense\.kernel$", ("embed", None)),
     (r"seq_relationship\.output_weights$", (None, "embed")),
@@ -79,6 +81,14 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
     return jax.make_mesh(sizes, AXES, axis_types=auto, devices=devices)
 
 
+def batch_divisor(mode: str, mesh: Mesh | None) -> int:
+    """What the global batch must be a multiple of: the devices (pmap), the mesh's batch axes
+    (and the processes, each feeding its own rows), or the processes (jit)."""
+    if mode == "mesh":
+        return int(np.lcm(_axis_size(mesh, RULES["batch"]), jax.process_count()))
+    return jax.device_count() if mode == "pmap" else jax.process_count()
+
+
 def _axis_size(mesh: Mesh, axes) -> int:
     axes = (axes,) if isinstance(axes, str) else axes
     return int(np.prod([mesh.shape[a] for a in axes]))
@@ -96,14 +106,12 @@ def logical_to_spec(logical: tuple, shape: tuple[int, ...], mesh: Mesh) -> P:
     return P(*out)
 
 
-def _path(path) -> str:
-    return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def param_spec(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
+    stacked = ".layers.layer." in path  # scan_layers: a leading layer axis, never split
     for pattern, logical in PARAM_AXES:
-        if re.search(pattern, path) and len(logical) == len(shape):
-            return logical_to_spec(logical, shape, mesh)
+        axes = (None, *logical) if stacked else logical
+        if re.search(pattern, path) and len(axes) == len(shape):
+            return logical_to_spec(axes, shape, mesh)
     return P()  # biases, LayerNorm, heads' small layers: replicated
 
 
@@ -111,11 +119,11 @@ def state_shardings(abstract_state, mesh: Mesh):
     """NamedShardings for a (possibly abstract) train state {"step", "params", "opt_state", "rng"}:
     params by PARAM_AXES, optimizer leaves like the parameter whose path ends theirs, the rest
     replicated."""
-    params = {_path(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(
+    params = {path_name(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(
         abstract_state["params"])}  # fmt: skip
 
     def spec(path, x) -> NamedSharding:
-        name = _path(path)
+        name = path_name(path)
         shape = tuple(getattr(x, "shape", ()))
         if name.startswith("params."):
             return NamedSharding(mesh, param_spec(name, shape, mesh))
@@ -163,7 +171,7 @@ def sharded_init(init: Callable, rng: jax.Array, mesh: Mesh):
 
 def describe(shardings) -> dict[str, str]:
     """{parameter path: its PartitionSpec}, for logs and tests."""
-    return {_path(p): str(s.spec) for p, s in jax.tree_util.tree_leaves_with_path(
+    return {path_name(p): str(s.spec) for p, s in jax.tree_util.tree_leaves_with_path(
         shardings["params"])}  # fmt: skip
 
 
@@ -260,13 +268,6 @@ class Parallel:
         if self.mode == "mesh":
             return to_host(metrics)
         return metrics
-
-    @property
-    def batch_divisor(self) -> int:
-        """The global batch must be a multiple of this (devices that split it)."""
-        if self.mode == "mesh":
-            return _axis_size(self.mesh, RULES["batch"])
-        return jax.device_count() if self.mode == "pmap" else jax.process_count()
 
 
 def resolve(mode: str) -> str:

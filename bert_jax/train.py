@@ -190,14 +190,6 @@ def model_config(
     return BertConfig.from_dict(fields)
 
 
-def _batch_divisor(mode: str, mesh: Mesh | None) -> int:
-    """What the global batch must be a multiple of: the devices (pmap), the mesh's batch axes,
-    or the processes (each reads its own rows)."""
-    if mode == "mesh":
-        return int(np.prod([mesh.shape[a] for a in parallel.RULES["batch"]]))
-    return jax.device_count() if mode == "pmap" else jax.process_count()
-
-
 def check_config(config: ml_collections.ConfigDict, n_devices: int):
     """Errors that would otherwise surface late (after compiling) or silently."""
     d, t = config.data, config.train
@@ -273,7 +265,7 @@ def train_and_evaluate(
     mode = parallel.resolve(t.parallel)
     mesh = parallel.make_mesh(t.mesh_data, t.mesh_fsdp, t.mesh_tensor) if mode == "mesh" else None
     # Config mistakes and an unwritable workdir fail here, before data is prepared or compiled.
-    check_config(config, _batch_divisor(mode, mesh))
+    check_config(config, parallel.batch_divisor(mode, mesh))
     checkpoints.check_writable(workdir)
     init = None
     if config.init_checkpoint:
@@ -351,7 +343,10 @@ def train_and_evaluate(
     t_log, step_log = time.time(), start_step  # throughput is measured from here
     last_saved = start_step
     try:
-        with SignalFlag(signal.SIGTERM) as preempted:
+        # One process: SIGTERM is caught here. Several: jax.distributed's own handler and
+        # Orbax's preemption policy agree on a step where every host saves (see below).
+        flag = SignalFlag(signal.SIGTERM if jax.process_count() == 1 else None)
+        with flag as preempted:
             for step in range(start_step, end_step):
                 batch = next(batches)
                 inputs.check_batch(batch, model_cfg.vocab_size, f"training batch of step {step}")
@@ -370,6 +365,7 @@ def train_and_evaluate(
                     steps_per_s = (done - step_log) / (time.time() - t_log)
                     mean = monitor.window_mean()
                     mean.update(
+                        skipped_steps=monitor.skipped,
                         learning_rate=float(schedule(step)),
                         steps_per_sec=steps_per_s,
                         seqs_per_sec=steps_per_s * t.batch_size,
@@ -394,6 +390,9 @@ def train_and_evaluate(
                     raise Preempted(done)
                 if ckpt.manager.should_save(done) and ckpt.save(done, par.get_state(state)):
                     last_saved = done
+                    if ckpt.manager.reached_preemption(done):
+                        log(f"preemption: saved step {done} on every host; rerun to resume")
+                        raise Preempted(done)
 
         final_state = par.get_state(state)
         if last_saved != end_step:
@@ -495,11 +494,12 @@ class SignalFlag:
     """`with SignalFlag(signal.SIGTERM) as flag:` sets flag.raised when the signal arrives,
     instead of killing the process mid-step; the previous handler is restored on exit."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int | None):
         self.signum, self.raised, self._previous = signum, False, None
 
     def __enter__(self) -> SignalFlag:
-        if threading.current_thread() is threading.main_thread():  # signals reach only it
+        # (signum None: a flag that is never raised.) Signals reach only the main thread.
+        if self.signum is not None and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(self.signum, self._handle)
         return self
 

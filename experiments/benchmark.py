@@ -3,7 +3,8 @@ r"""Training-step speed of bert-jax against Hugging Face's Flax BERT, in the sam
     python experiments/benchmark.py --size=mini --seq=128 --batch=32
     python experiments/benchmark.py --size=base --seq=128 --batch=32 --dtype=bfloat16   # a GPU
     python experiments/benchmark.py --size=mini --reference_site=/tmp/hf457   # + HF Flax
-    python experiments/benchmark.py --size=large --seq=128 --batch=8 --scan_layers --steps=3
+    python experiments/benchmark.py --size=large --seq=128 --batch=8 --steps=3 \
+        --set=scan_layers=true,remat=full
 
 Times the jitted pre-training step (MLM at the masked positions + NSP, AdamW, dropout on) after
 compilation: the median of `--steps` steps. With a transformers 4.x importable (Flax was removed
@@ -18,6 +19,7 @@ the bf16 matmul peak, measured likewise), compile time and peak memory.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -215,9 +217,13 @@ def main(argv: list[str]) -> None:
 
     layers, hidden = common.SIZES[FLAGS.size]
     fields = {}
+    known = {f.name for f in dataclasses.fields(BertConfig)} - {"dtype", "vocab_size"}
     for item in FLAGS.set:
         key, _, value = item.partition("=")
-        kind = type(getattr(BertConfig, key, ""))
+        if key not in known:
+            raise app.UsageError(f"--set {key}=...: not a BertConfig field; use one of "
+                                 f"{sorted(known)} (and --dtype, --vocab).")  # fmt: skip
+        kind = type(getattr(BertConfig, key))
         fields[key] = value.lower() == "true" if kind is bool else kind(value)
     config = BertConfig(vocab_size=FLAGS.vocab, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=hidden // 64, intermediate_size=4 * hidden,

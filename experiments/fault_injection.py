@@ -251,8 +251,8 @@ def corruption_test(root, data, reference, log) -> tuple[int, int]:
         else:
             detected = any("is corrupt" in m for m in messages)
         # The newest good step: the last one saved, or the one before it if that was damaged.
-        good = STEPS if kind in ("leftover temp dir", "empty step dir") else STEPS - 5
-        fell_back = restored == good
+        newest_good = STEPS if kind in ("leftover temp dir", "empty step dir") else STEPS - 5
+        fell_back = restored == newest_good
         # Resume from what is left: the run must end exactly as the uninterrupted one.
         run_to_end(workdir, data, 0)
         end_step, end_state = final_state(workdir)
@@ -272,7 +272,7 @@ def bad_input_test(root, data, log) -> tuple[int, int]:
     from bert_jax.data import records  # noqa: PLC0415
     from configs import pretrain  # noqa: PLC0415
 
-    vocab = sum(1 for _ in open(data / "vocab.txt", encoding="utf-8"))
+    vocab = inputs.count_vocab(data / "vocab.txt")
     rng = np.random.default_rng(0)
 
     def batch(seq: int = SEQ, n: int = 16) -> dict:

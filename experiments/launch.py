@@ -7,11 +7,13 @@ r"""Launches the jobs of a sweep (configs/sweeps/*.py): here, on SLURM, or on a 
     python experiments/launch.py --sweep=... --root=... --parallel=2 --only='pretrain_.*' --dry_run
     # Scripts for a cluster (each job then runs `launch.py --job=NAME`, which records it):
     python experiments/launch.py --sweep=... --root=/shared/runs/table6 --emit=slurm
-    python experiments/launch.py --sweep=... --root=gs://.../table6 --emit=tpu
+    python experiments/launch.py --sweep=... --root=/nfs/runs/table6 --emit=tpu
 
-A job runs `python -m bert_jax.main --config=... --workdir=ROOT/NAME --config.K=V ...` and
-records ROOT/NAME/launch.json (command, git commit, host, start, end, wall time, status) and its
-output in ROOT/NAME/log.txt. A rerun skips the jobs that are done, reruns the failed and
+ROOT must be a local or network file system path (NFS) that the hosts share: the launcher
+writes its records there. A job runs
+`python -m bert_jax.main --config=... --workdir=ROOT/NAME --config.K=V ...` and records
+ROOT/NAME/launch.json (command, git commit, host, start, end, wall time, status) and its output
+in ROOT/NAME/log.txt. A rerun skips the jobs that are done, reruns the failed and
 interrupted ones (bert_jax.main resumes them from their checkpoints), and starts a job only when
 the jobs it depends on are done. ROOT/sweep.json holds the sweep for
 experiments/paper_tables.py.
@@ -128,7 +130,9 @@ def is_done(root: pathlib.Path, job: Job) -> bool:
     record = read_launch(root, job)
     if record.get("status") != "done":
         return False
-    if record.get("command", [])[1:] != command(job, root)[1:]:  # [0]: the python binary
+    # [0] is the python binary; --multihost says how, not what, it ran.
+    recorded = [a for a in record.get("command", [])[1:] if a != "--multihost"]
+    if recorded != command(job, root)[1:]:
         raise ValueError(
             f"job {job.name!r} is done in {root / job.name}, but with another command "
             f"({shlex.join(record.get('command', [])[3:])}) than the sweep now gives "

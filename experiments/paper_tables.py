@@ -264,7 +264,8 @@ def _curve(rows: list[dict[str, Any]], split: str, key: str) -> tuple[list, list
 
 def _plot_learning_curves(plt, root: pathlib.Path, jobs: list[str], path: pathlib.Path) -> bool:
     curves = {job: read_metrics(root / job / "metrics.jsonl") for job in jobs}
-    train = {j: _curve(r, "train", "loss") for j, r in curves.items()}
+    # Pre-training runs only (fine-tuning losses are on another scale): their MLM loss.
+    train = {j: _curve(r, "train", "mlm_loss") for j, r in curves.items()}
     train = {j: c for j, c in train.items() if c[0]}
     if not train:
         return False
@@ -273,7 +274,7 @@ def _plot_learning_curves(plt, root: pathlib.Path, jobs: list[str], path: pathli
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(12 if evals else 6, 4), squeeze=False)
     for job, (x, y) in train.items():
         axes[0, 0].plot(x, y, label=job)
-    axes[0, 0].set(xlabel="step", ylabel="train loss", title="Training loss")
+    axes[0, 0].set(xlabel="step", ylabel="train MLM loss", title="Pre-training loss")
     axes[0, 0].legend(fontsize="small")
     if evals:
         for job, (x, y) in evals.items():

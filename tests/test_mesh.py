@@ -99,6 +99,14 @@ def test_sharding_table():
     mu = sh["opt_state"][1][0].mu["bert"]["encoder"]["layer_0"]["attention"]["self"]["query"]
     assert mu["kernel"].spec == P("fsdp", "tensor")
     assert sh["step"].spec == P()
+    # scan_layers stacks the layers: the leading layer axis is never split.
+    stacked = "bert.encoder.layers.layer."
+    assert parallel.param_spec(stacked + "attention.self.query.kernel", (2, 32, 32), mesh) == P(
+        None, "fsdp", "tensor"
+    )
+    assert parallel.param_spec(stacked + "output.dense.kernel", (2, 64, 32), mesh) == P(
+        None, "tensor", "fsdp"
+    )
     # A dimension the axis does not divide stays whole: vocab 64 on tensor=3 is not split.
     odd = parallel.make_mesh(2, 1, 4, devices=jax.devices()[:8])
     assert parallel.param_spec("bert.embeddings.word_embeddings.embedding", (66, 32), odd) == P(

@@ -82,7 +82,7 @@ def root(tmp_path: pathlib.Path) -> pathlib.Path:
             text = results if isinstance(results, str) else json.dumps(results)
             (work / "results.json").write_text(text)
         if name.endswith("pretrain"):
-            lines = [{"step": s, "split": "train", "loss": 5.0 / s} for s in (1, 2, 3)]
+            lines = [{"step": s, "split": "train", "mlm_loss": 5.0 / s} for s in (1, 2, 3)]
             lines += [{"step": 3, "split": "eval", "mlm_perplexity": 40.0}]
             text = "\n".join(json.dumps(line) for line in lines) + "\n{truncated"
             (work / "metrics.jsonl").write_text(text)

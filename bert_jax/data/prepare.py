@@ -40,7 +40,8 @@ def _file_sha256(path: str) -> str:
 
 @contextlib.contextmanager
 def _lock(path: pathlib.Path):
-    """Keeps two prepare() runs from building the same output at once (no-op without fcntl)."""
+    """Keeps two prepare() runs from building the same output at once: the second one waits
+    (e.g. the jobs of a sweep sharing one data directory). No-op without fcntl."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -49,10 +50,9 @@ def _lock(path: pathlib.Path):
     with open(path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise RuntimeError(
-                f"Another process is preparing {path.parent}; wait for it or remove {path}."
-            ) from e
+        except BlockingIOError:
+            print(f"Another process is preparing {path.parent}; waiting for it.")
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
 
@@ -117,16 +117,7 @@ def prepare(
     out = pathlib.Path(output_dir)
     stats_file = out / "stats.json"
     if stats_file.exists():
-        stats = json.loads(stats_file.read_text())
-        if stats.get("args") == args:
-            print(f"{out}: already prepared ({stats['summary']}).")
-            return stats
-        differ = {k: (stats.get("args", {}).get(k), v) for k, v in args.items()}
-        differ = {k: v for k, v in differ.items() if v[0] != v[1]}
-        raise ValueError(
-            f"{out} holds data prepared with other arguments (name: (found, requested)) "
-            f"{differ}. Delete {out} or choose another output_dir."
-        )
+        return _existing(stats_file, args)
     if out.exists() and any(out.iterdir()):
         raise ValueError(
             f"{out} is not empty and has no stats.json, so it is not data made by prepare(); "
@@ -140,6 +131,8 @@ def prepare(
             shutil.rmtree(work)  # left by a run with other arguments: nothing to reuse
     work.mkdir(exist_ok=True)
     with _lock(work / "lock"):
+        if stats_file.exists():  # another process built it while this one waited
+            return _existing(stats_file, args)
         (work / "args.json").write_text(json.dumps(args))
         stats = _build(
             corpus, work, args, recipe, mask_cfg, vocab_file=vocab_file,
@@ -156,6 +149,20 @@ def prepare(
     os.replace(work, out)
     print(f"{out}: prepared {stats['summary']}.")
     return stats
+
+
+def _existing(stats_file: pathlib.Path, args: dict) -> dict:
+    """The stats of data already prepared with `args`; an error if made with other ones."""
+    stats = json.loads(stats_file.read_text())
+    if stats.get("args") == args:
+        print(f"{stats_file.parent}: already prepared ({stats['summary']}).")
+        return stats
+    differ = {k: (stats.get("args", {}).get(k), v) for k, v in args.items()}
+    differ = {k: v for k, v in differ.items() if v[0] != v[1]}
+    raise ValueError(
+        f"{stats_file.parent} holds data prepared with other arguments (name: (found, "
+        f"requested)) {differ}. Delete {stats_file.parent} or choose another output_dir."
+    )
 
 
 def _build(corpus, work, args, recipe, mask_cfg, *, vocab_file, num_workers, chunk_chars) -> dict:
