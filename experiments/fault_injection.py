@@ -302,7 +302,7 @@ def bad_input_test(root, data, log) -> tuple[int, int]:
             f"= {SEQ} is outside",
         ),
         ("NSP label 2", put(batch(), "next_sentence_labels", np.s_[:, 0], 2), "= 2 is outside"),
-        (f"records of length {2 * SEQ}", batch(seq=2 * SEQ), "input_ids"),
+        (f"records of length {2 * SEQ}", batch(seq=2 * SEQ), f"length {2 * SEQ}"),
     ]
     rejected = 0
     for i, (name, bad, expect) in enumerate(cases):
