@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m bert_jax.main --config=configs/pretrain.py:size=tiny,demo --workdir=runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist=worksteal tests
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

@@ -116,7 +116,7 @@ def test_sharding_table():
         parallel.make_mesh(3, 1, 1)
 
 
-def test_checkpoint_saved_on_the_mesh_restores_on_1_2_devices_and_pmap(tmp_path):
+def test_checkpoint_saved_on_the_mesh_restores_on_1_2_4_devices_and_pmap(tmp_path):
     state, _ = _run("mesh", parallel.make_mesh(4, 2, 1), steps=1)
     ckpt = checkpoints.Checkpointer(str(tmp_path / "ckpt"), save_every=1, keep=1)
     ckpt.save(1, state, force=True)
@@ -128,6 +128,9 @@ def test_checkpoint_saved_on_the_mesh_restores_on_1_2_devices_and_pmap(tmp_path)
         "2 devices": parallel.state_shardings(
             state, parallel.make_mesh(1, 2, 1, devices=jax.devices()[:2])
         ),
+        "4 devices": parallel.state_shardings(
+            state, parallel.make_mesh(2, 1, 2, devices=jax.devices()[:4])
+        ),
         "8 devices, fsdp x tensor": parallel.state_shardings(state, parallel.make_mesh(1, 4, 2)),
     }
     for name, shardings in layouts.items():
@@ -138,7 +141,7 @@ def test_checkpoint_saved_on_the_mesh_restores_on_1_2_devices_and_pmap(tmp_path)
         restored = ckpt.restore(target)
         ckpt.close()
         devices = {len(x.sharding.device_set) for x in jax.tree_util.tree_leaves(restored)}
-        assert max(devices) == {"1 device": 1, "2 devices": 2}.get(name, 8), name
+        assert max(devices) == {"1 device": 1, "2 devices": 2, "4 devices": 4}.get(name, 8), name
         for a, b in zip(_leaves(restored), saved, strict=True):
             np.testing.assert_array_equal(a, b)
     # The pmap path checkpoints one unreplicated copy: the same restore target as "1 device".
