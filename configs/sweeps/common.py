@@ -183,3 +183,33 @@ MINI_NOTE = (
     "4,000 snippets, on the fixed 20% dev split (SST-2 and MNLI need the network); NER columns: "
     "WNUT-16 entity F1 (CoNLL-2003 needs the network). Compare rows within a column."
 )
+
+
+def finetune_job(pre: str, name: str, task: str, overrides: dict[str, Any], cell: Cell) -> Job:
+    """A fine-tuning run from pre-training job `pre` (its workdir: PRE/NAME), filling `cell`."""
+    return Job(
+        f"{pre}/{name}",
+        f"configs/finetune.py:task={task}",
+        {"init_checkpoint": f"{{job:{pre}}}", **overrides},
+        after=(pre,),
+        cells=(cell,),
+    )
+
+
+def paper_pretraining(corpus: str, data_dir: str, steps: int, extra: dict) -> tuple[str, dict]:
+    """(config, overrides) of a paper-profile pre-training run: BERT-base at length 128 on a
+    corpus the user names, 1M steps unless `steps`."""
+    if not corpus:
+        raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
+    return "configs/pretrain.py:size=base", {
+        "data.corpus": corpus,
+        "data.dir": data_dir,
+        "data.vocab_size": 30522,
+        "train.num_train_steps": steps or 1_000_000,
+        **extra,
+    }
+
+
+def paper_cells(paper: dict[str, tuple[float, ...]], columns: tuple[str, ...]) -> dict:
+    """{row: (value per column)} -> {(row, column): value}, as Table.paper holds them."""
+    return {(r, c): v for r, values in paper.items() for c, v in zip(columns, values, strict=True)}

@@ -59,17 +59,12 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         suffix = "_bilstm" if head else ""
         for column, (task, metric) in (MINI_TASKS if mini else TASKS).items():
             for seed in range(arg.seeds):
-                overrides = {"init_checkpoint": f"{{job:{pre}}}", "train.seed": seed, **head}
+                overrides = {"train.seed": seed, **head}
                 if mini:
                     overrides.update(common.MINI_SENTIMENT)
+                cell = common.Cell(row, column, metric, seed)
                 jobs.append(
-                    common.Job(
-                        f"{pre}/{task}{suffix}_seed{seed}",
-                        f"configs/finetune.py:task={task}",
-                        overrides,
-                        after=(pre,),
-                        cells=(common.Cell(row, column, metric, seed),),
-                    )
+                    common.finetune_job(pre, f"{task}{suffix}_seed{seed}", task, overrides, cell)
                 )
     table = common.Table(
         name="table5",
@@ -77,9 +72,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         row_header="Tasks",
         rows=ROWS,
         columns=COLUMNS,
-        paper={
-            (r, c): v for r, values in PAPER.items() for c, v in zip(COLUMNS, values, strict=True)
-        },
+        paper=common.paper_cells(PAPER, COLUMNS),
         notes=NOTES[arg.profile],
     )
     return common.Sweep(f"table5_{arg.profile}", table, tuple(jobs))
@@ -90,15 +83,7 @@ def pretraining(arg, extra: dict) -> tuple[str, dict]:
     if arg.profile == "mini":
         overrides = common.mini_pretraining(f"{{root}}/data/{slug}", arg.steps)
         return "configs/pretrain.py:size=tiny,demo", {**overrides, **extra}
-    if not arg.corpus:
-        raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
-    return "configs/pretrain.py:size=base", {
-        "data.corpus": arg.corpus,
-        "data.dir": f"{{root}}/data/{slug}",
-        "data.vocab_size": 30522,
-        "train.num_train_steps": arg.steps or 1_000_000,
-        **extra,
-    }
+    return common.paper_pretraining(arg.corpus, f"{{root}}/data/{slug}", arg.steps, extra)
 
 
 NOTES = {

@@ -76,29 +76,18 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         )
         for seed in range(arg.seeds):
             for name, task, column in tasks:
-                overrides = {"init_checkpoint": f"{{job:{pre}}}", "train.seed": seed}
+                overrides = {"train.seed": seed}
                 if mini:
                     overrides.update(common.MINI_SENTIMENT)
-                jobs.append(
-                    common.Job(
-                        f"{pre}/{name}_seed{seed}",
-                        f"configs/finetune.py:task={task}",
-                        overrides,
-                        after=(pre,),
-                        cells=(common.Cell(row, column, "dev.accuracy", seed),),
-                    )
-                )
+                cell = common.Cell(row, column, "dev.accuracy", seed)
+                jobs.append(common.finetune_job(pre, f"{name}_seed{seed}", task, overrides, cell))
     table = common.Table(
         name="table6",
         title="Table 6: model size (held-out MLM perplexity; dev accuracy)",
         row_header="L/H/A",
         rows=tuple(row_name(lha) for lha in PAPER),
         columns=COLUMNS,
-        paper={
-            (row_name(k), c): v
-            for k, values in PAPER.items()
-            for c, v in zip(COLUMNS, values, strict=True)
-        },
+        paper=common.paper_cells({row_name(k): v for k, v in PAPER.items()}, COLUMNS),
         lower_is_better=("LM (ppl)",),
         decimals={"LM (ppl)": 2},
         notes=notes(arg.profile, scale),
@@ -114,15 +103,7 @@ def pretraining(arg, model: dict) -> tuple[str, dict]:
             **model,
             **common.mini_pretraining("{root}/data", arg.steps),
         }
-    if not arg.corpus:
-        raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
-    return "configs/pretrain.py:size=base", {
-        **model,
-        "data.corpus": arg.corpus,
-        "data.dir": "{root}/data",
-        "data.vocab_size": 30522,
-        "train.num_train_steps": arg.steps or 1_000_000,
-    }
+    return common.paper_pretraining(arg.corpus, "{root}/data", arg.steps, model)
 
 
 def notes(profile: str, scale: int) -> tuple[str, ...]:

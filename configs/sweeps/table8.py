@@ -59,30 +59,16 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
                 ),
             )
             for name, task, extra, column, metric in tasks:
-                overrides = {
-                    "init_checkpoint": f"{{job:{pre}}}",
-                    "train.seed": seed,
-                    **finetuning(mini, task),
-                    **extra,
-                }
-                jobs.append(
-                    common.Job(
-                        f"{pre}/{name}_seed{seed}",
-                        f"configs/finetune.py:task={task}",
-                        overrides,
-                        after=(pre,),
-                        cells=(common.Cell(mix, column, metric, seed),),
-                    )
-                )
+                overrides = {"train.seed": seed, **finetuning(mini, task), **extra}
+                cell = common.Cell(mix, column, metric, seed)
+                jobs.append(common.finetune_job(pre, f"{name}_seed{seed}", task, overrides, cell))
     table = common.Table(
         name="table8",
         title="Table 8: masking strategies during MLM pre-training (dev)",
         row_header="MASK/SAME/RND",
         rows=MIXES,
         columns=COLUMNS,
-        paper={
-            (m, c): v for m, values in PAPER.items() for c, v in zip(COLUMNS, values, strict=True)
-        },
+        paper=common.paper_cells(PAPER, COLUMNS),
         notes=NOTES[arg.profile],
     )
     return common.Sweep(f"table8_{arg.profile}", table, tuple(jobs))
@@ -93,15 +79,7 @@ def pretraining(arg, mix: str, data_dir: str) -> tuple[str, dict]:
     if arg.profile == "mini":
         overrides = {**common.mini_pretraining(data_dir, arg.steps), "data.masking_split": mix}
         return "configs/pretrain.py:size=tiny,demo", overrides
-    if not arg.corpus:
-        raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
-    return "configs/pretrain.py:size=base", {
-        "data.corpus": arg.corpus,
-        "data.dir": data_dir,
-        "data.vocab_size": 30522,
-        "data.masking_split": mix,
-        "train.num_train_steps": arg.steps or 1_000_000,
-    }
+    return common.paper_pretraining(arg.corpus, data_dir, arg.steps, {"data.masking_split": mix})
 
 
 def finetuning(mini: bool, task: str) -> dict:
