@@ -15,6 +15,9 @@ as its examples train). Prints sequences/s, tokens/s, the ratio to Hugging Face,
 step (DESIGN.md: 3 x [2 S L (4 d^2 + 2 d d_ff) + 4 L d S^2 + 2 P (d^2 + d V)] per sequence, P the
 scored positions), MFU against a float32 matmul peak measured in the same run (on accelerators:
 the bf16 matmul peak, measured likewise), compile time and peak memory.
+
+`--output=results.jsonl --table=docs/benchmarks.md` appends the result as a JSON line and
+rewrites the table between the markers in docs/benchmarks.md from all lines of the file.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def _define_flags() -> None:
     flags.DEFINE_bool("reference", True, "Also time Hugging Face's Flax step (if importable).")
     flags.DEFINE_string("reference_site", "", "Directory holding transformers 4.x (see above).")
     flags.DEFINE_string("output", "", "Append the result as one JSON line to this file.")
+    flags.DEFINE_string(
+        "table", "", "Rewrite the results table in this Markdown file from all lines of --output."
+    )
 
 
 def flops_per_sequence(c, seq: int, predictions: int) -> float:
@@ -105,18 +111,25 @@ def _time_steps(step, state, batches, steps: int) -> tuple[float, float, object]
     return compile_s, statistics.median(times), memory
 
 
+def _first_word(vocab: int) -> int:
+    """Random ids start here, past [PAD]/[UNK]/[CLS]/[SEP]/[MASK] and the unused slots."""
+    return min(1000, vocab // 10)
+
+
 def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     """Random full-length pairs with `predictions` distinct masked positions each."""
     import numpy as np  # noqa: PLC0415
 
-    ids = rng.integers(1000, vocab, (batch, seq)).astype(np.int32)
+    ids = rng.integers(_first_word(vocab), vocab, (batch, seq)).astype(np.int32)
     positions = np.sort(np.argsort(rng.random((batch, seq - 1)), 1)[:, :predictions] + 1, 1)
     return {
         "input_ids": ids,
         "input_mask": np.ones_like(ids),
         "segment_ids": np.repeat((np.arange(seq)[None] >= seq // 2).astype(np.int32), batch, 0),
         "masked_lm_positions": positions.astype(np.int32),
-        "masked_lm_ids": rng.integers(1000, vocab, (batch, predictions)).astype(np.int32),
+        "masked_lm_ids": rng.integers(_first_word(vocab), vocab, (batch, predictions)).astype(
+            np.int32
+        ),
         "masked_lm_weights": np.ones((batch, predictions), np.float32),
         "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
     }
@@ -192,13 +205,13 @@ def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
     rng = np.random.default_rng(0)
-    batches = []
+    batches, low, vocab = [], _first_word(config.vocab_size), config.vocab_size
     for _ in range(2):
-        ids = rng.integers(1000, config.vocab_size, (batch, seq)).astype(np.int32)
+        ids = rng.integers(low, vocab, (batch, seq)).astype(np.int32)
         batches.append(jax.device_put({
             "input_ids": ids, "input_mask": np.ones_like(ids),
             "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
-            "labels": rng.integers(1000, config.vocab_size, (batch, seq)).astype(np.int32),
+            "labels": rng.integers(low, vocab, (batch, seq)).astype(np.int32),
             "label_mask": (rng.random((batch, seq)) < 0.15).astype(np.float32),
             "next_sentence_label": rng.integers(0, 2, batch).astype(np.int32),
         }))  # fmt: skip
@@ -207,8 +220,50 @@ def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
             "transformers": transformers.__version__}  # fmt: skip
 
 
+TABLE_BEGIN, TABLE_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
+COLUMNS = (
+    ("size", "size"), ("seq", "seq"), ("batch", "batch"), ("dtype", "dtype"),
+    ("options", "options"), ("device", "device"), ("ours_seqs_per_s", "ours seq/s"),
+    ("hf_seqs_per_s", "HF Flax seq/s"), ("speedup_vs_hf", "ours / HF"),
+    ("ours_mfu", "ours MFU"), ("hf_mfu", "HF MFU"), ("peak_tflops", "peak TFLOP/s"),
+    ("ours_compile_s", "compile s"), ("hf_compile_s", "HF compile s"),
+    ("ours_device_memory_mb", "memory MB"), ("peak_rss_mb", "host RSS MB"),
+)  # fmt: skip
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per benchmark result (a JSON line of --output); "-" where a field is absent."""
+
+    def cell(r, key):
+        v = r.get(key)
+        if key == "options":
+            return ",".join(f"{k}={x}" for k, x in (v or {}).items()) or "default"
+        return "-" if v is None else str(v)
+
+    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r, k) for k, _ in COLUMNS) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def write_table(results_file: str, markdown_file: str) -> None:
+    """Replace the text between the table markers of `markdown_file` (appended if absent)."""
+    with open(results_file) as f:
+        results = [json.loads(line) for line in f if line.strip()]
+    path = pathlib.Path(markdown_file)
+    text = path.read_text() if path.exists() else ""
+    block = f"{TABLE_BEGIN}\n{markdown_table(results)}\n{TABLE_END}"
+    if TABLE_BEGIN in text and TABLE_END in text:
+        head, rest = text.split(TABLE_BEGIN, 1)
+        text = head + block + rest.split(TABLE_END, 1)[1]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    path.write_text(text)
+
+
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.table and not FLAGS.output:
+        raise app.UsageError("--table needs --output (the JSON lines it is made from).")
     if FLAGS.reference_site:
         sys.path.insert(0, FLAGS.reference_site)
     import jax  # noqa: PLC0415
@@ -265,6 +320,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.output:
         with open(FLAGS.output, "a") as f:
             f.write(line + "\n")
+    if FLAGS.table:
+        write_table(FLAGS.output, FLAGS.table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""experiments/benchmark.py: the FLOP formula of DESIGN.md, the results table, and one real run
+of a tiny model end to end (speed itself is measured by the script, never asserted here)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import benchmark  # noqa: E402
+
+from bert_jax.model import BertConfig  # noqa: E402
+
+
+def test_flops_formula_by_hand():
+    # L=1, d=2, d_ff=4, V=10, S=3, P=1 -> forward 2*3*1*(16+16) + 4*1*2*9 + 2*1*(4+20) = 312
+    c = BertConfig(vocab_size=10, hidden_size=2, num_hidden_layers=1, num_attention_heads=1,
+                   intermediate_size=4)  # fmt: skip
+    assert benchmark.flops_per_sequence(c, seq=3, predictions=1) == 3 * 312
+
+
+def test_table_rows_and_markers(tmp_path):
+    results = tmp_path / "r.jsonl"
+    rows = [
+        {"size": "tiny", "seq": 128, "batch": 8, "dtype": "float32", "options": {},
+         "ours_seqs_per_s": 50.0, "ours_mfu": 0.4, "hf_seqs_per_s": 10.0, "speedup_vs_hf": 5.0},
+        {"size": "mini", "seq": 512, "batch": 4, "dtype": "bfloat16",
+         "options": {"scan_layers": True}, "ours_seqs_per_s": 3.5},
+    ]  # fmt: skip
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = tmp_path / "bench.md"
+    doc.write_text(
+        f"# Speed\n\nintro\n\n{benchmark.TABLE_BEGIN}\nold\n{benchmark.TABLE_END}\nafter\n"
+    )
+    benchmark.write_table(str(results), str(doc))
+    text = doc.read_text()
+    assert text.startswith("# Speed\n\nintro\n\n") and text.endswith("after\n")
+    assert "old" not in text
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + len(rows)
+    assert lines[2].split(" | ")[:5] == ["| tiny", "128", "8", "float32", "default"]
+    assert "| 50.0 | 10.0 | 5.0 | 0.4 |" in lines[2]
+    assert "scan_layers=True" in lines[3] and "| 3.5 | - | - |" in lines[3]
+
+
+def test_runs_end_to_end(tmp_path):
+    out, doc = tmp_path / "r.jsonl", tmp_path / "b.md"
+    cmd = [sys.executable, str(EXPERIMENTS / "benchmark.py"), "--size=tiny", "--seq=32",
+           "--batch=4", "--vocab=512", "--steps=2", "--reference=false",
+           f"--output={out}", f"--table={doc}", "--set=fused_qkv=true"]  # fmt: skip
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["size"] == "tiny" and result["options"] == {"fused_qkv": True}
+    assert result["ours_seqs_per_s"] > 0 and 0 < result["ours_mfu"] < 1.5
+    assert result["ours_model_gflop_per_step"] > 0 and "hf_seqs_per_s" not in result
+    assert "fused_qkv=True" in doc.read_text()
