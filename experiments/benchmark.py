@@ -120,16 +120,15 @@ def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     """Random full-length pairs with `predictions` distinct masked positions each."""
     import numpy as np  # noqa: PLC0415
 
-    ids = rng.integers(_first_word(vocab), vocab, (batch, seq)).astype(np.int32)
+    low = _first_word(vocab)
+    ids = rng.integers(low, vocab, (batch, seq)).astype(np.int32)
     positions = np.sort(np.argsort(rng.random((batch, seq - 1)), 1)[:, :predictions] + 1, 1)
     return {
         "input_ids": ids,
         "input_mask": np.ones_like(ids),
         "segment_ids": np.repeat((np.arange(seq)[None] >= seq // 2).astype(np.int32), batch, 0),
         "masked_lm_positions": positions.astype(np.int32),
-        "masked_lm_ids": rng.integers(_first_word(vocab), vocab, (batch, predictions)).astype(
-            np.int32
-        ),
+        "masked_lm_ids": rng.integers(low, vocab, (batch, predictions)).astype(np.int32),
         "masked_lm_weights": np.ones((batch, predictions), np.float32),
         "next_sentence_labels": rng.integers(0, 2, batch).astype(np.int32),
     }
