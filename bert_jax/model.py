@@ -300,7 +300,7 @@ class _ScanStep(nn.Module):
 
 def _layer_class(config: BertConfig):
     policy = REMAT_POLICIES[config.remat]
-    if config.remat == "none":
+    if policy is None:
         return TransformerLayer
     # `deterministic` (argument 3, counting self) is a Python bool: static.
     return nn.remat(TransformerLayer, policy=policy, static_argnums=(3,))
@@ -322,9 +322,9 @@ class Encoder(nn.Module):
             )(c, deterministic, name="layers")
             _, out_LxBxSxH = layers(x_BxSxH, bias_Bx1x1xS)
             return [x_BxSxH, *out_LxBxSxH]
-        hidden = [x_BxSxH]
+        hidden, layer = [x_BxSxH], _layer_class(c)
         for i in range(c.num_hidden_layers):
-            x_BxSxH = _layer_class(c)(c, name=f"layer_{i}")(x_BxSxH, bias_Bx1x1xS, deterministic)
+            x_BxSxH = layer(c, name=f"layer_{i}")(x_BxSxH, bias_Bx1x1xS, deterministic)
             hidden.append(x_BxSxH)
         return hidden
 

@@ -136,16 +136,16 @@ def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
 
 def our_step(config, seq: int, batch: int, predictions: int, steps: int) -> dict:
     import jax  # noqa: PLC0415
-    import ml_collections  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
     from bert_jax import optim, train  # noqa: PLC0415
     from bert_jax.heads import BertForPreTraining  # noqa: PLC0415
+    from configs import pretrain as pretrain_config  # noqa: PLC0415
 
     model = BertForPreTraining(config)
-    opt = ml_collections.ConfigDict(dict(
-        name="adamw", learning_rate=1e-4, warmup_steps=10, b1=0.9, b2=0.999, eps=1e-6,
-        weight_decay=0.01, grad_clip_norm=1.0, grad_accum_steps=1))  # fmt: skip
+    # BERT's AdamW as configs/pretrain.py sets it (a short warmup: the schedule is not timed).
+    opt = pretrain_config.get_config().optimizer
+    opt.warmup_steps = 10
     tx, _ = optim.make_optimizer(opt, 1000)
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
     rng = np.random.default_rng(0)

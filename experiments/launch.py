@@ -131,8 +131,8 @@ def is_done(root: pathlib.Path, job: Job) -> bool:
     if record.get("status") != "done":
         return False
     # [0] is the python binary; --multihost says how, not what, it ran.
-    recorded = [a for a in record.get("command", [])[1:] if a != "--multihost"]
-    if recorded != command(job, root)[1:]:
+    recorded = record.get("command", [])
+    if recorded[1:] != command(job, root, "--multihost" in recorded)[1:]:
         raise ValueError(
             f"job {job.name!r} is done in {root / job.name}, but with another command "
             f"({shlex.join(record.get('command', [])[3:])}) than the sweep now gives "

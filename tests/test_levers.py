@@ -32,8 +32,7 @@ def _loss_and_grads(config, params, batch):
 
     def loss_fn(p):
         out = model.apply({"params": p}, *(batch[k] for k in INPUTS))
-        sums = losses.pretraining_sums(out, batch)
-        return sums["mlm_loss"] / sums["mlm_weight"] + sums["nsp_loss"] / sums["nsp_weight"]
+        return losses.pretraining_metrics(losses.pretraining_sums(out, batch))["loss"]
 
     return jax.jit(jax.value_and_grad(loss_fn))(params)
 
