@@ -36,7 +36,7 @@ from bert_jax.checkpoint_names import (
     tensors_to_params,
     tf_skip_reason,
 )
-from bert_jax.model import BertConfig, unstack_layers
+from bert_jax.model import BertConfig, has_stacked_layers, stack_layers, unstack_layers
 
 
 @dataclasses.dataclass
@@ -246,10 +246,13 @@ def merge_params(template: dict, loaded: dict) -> tuple[dict, dict]:
 
     Every template leaf found in `loaded` is taken, with exactly the template's shape and dtype
     (no casting); the others stay as initialised and are reported as "initialised fresh";
-    loaded leaves the template has no place for are reported as "unused".
+    loaded leaves the template has no place for are reported as "unused". Per-layer weights (the
+    layout of every checkpoint format) are stacked when the template is a scan_layers model's.
     """
     import jax
 
+    if has_stacked_layers(template) and not has_stacked_layers(loaded):
+        loaded = stack_layers(loaded)
     t_flat, l_flat = flatten_dict(template), flatten_dict(loaded)
     merged, taken, fresh = {}, [], []
     for path, t in t_flat.items():

@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from bert_jax import checkpoints, heads, losses, optim, parallel, train
 from bert_jax.data.tasks import common, registry
-from bert_jax.model import BertConfig, stack_layers
+from bert_jax.model import BertConfig
 from bert_jax.pretrained import BertTokenizer
 from bert_jax.writers import MetricWriter
 
@@ -240,8 +240,6 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         if config.reinit_pooler:
             encoder.pop("pooler", None)
         params = {"bert": encoder}
-        if bert_config.scan_layers:
-            params = stack_layers(params, bert_config.num_hidden_layers)
     return Setup(task, splits, features, bert_config, params, tokenizer, str(vocab_file), lowercase)
 
 

@@ -329,15 +329,24 @@ class Encoder(nn.Module):
         return hidden
 
 
-def stack_layers(params: dict, num_layers: int) -> dict:
+def stack_layers(params: dict, num_layers: int | None = None) -> dict:
     """Per-layer encoder parameters (encoder/layer_i/..., the checkpoint layout) -> the layout
     of a scan_layers model (encoder/layers/layer/... with a leading layer axis). Works on any
-    dict holding an "encoder" entry at any depth."""
+    dict holding an "encoder" entry at any depth; num_layers defaults to all layer_i present."""
     if "encoder" in params and "layer_0" in params["encoder"]:
+        if num_layers is None:
+            num_layers = sum(k.startswith("layer_") for k in params["encoder"])
         layers = [params["encoder"][f"layer_{i}"] for i in range(num_layers)]
         stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
         return {**params, "encoder": {"layers": {"layer": stacked}}}
     return {k: stack_layers(v, num_layers) if isinstance(v, dict) else v for k, v in params.items()}
+
+
+def has_stacked_layers(params: dict) -> bool:
+    """Whether a parameter tree (at any depth) holds scan_layers' stacked encoder layers."""
+    if "encoder" in params:
+        return "layers" in params["encoder"]
+    return any(has_stacked_layers(v) for v in params.values() if isinstance(v, dict))
 
 
 def unstack_layers(params: dict) -> dict:

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from bert_jax import checkpoints, inputs, losses, optim, parallel
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig, stack_layers
+from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig
 from bert_jax.writers import MetricWriter
 
 State = dict[str, Any]
@@ -423,10 +423,7 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
     """Params from a converted/pre-trained checkpoint; heads it lacks stay freshly initialised."""
     from bert_jax import convert  # noqa: PLC0415
 
-    loaded = init.params  # per-layer, as every checkpoint format holds them
-    if "layers" in state["params"]["bert"]["encoder"]:  # this run scans over its layers
-        loaded = stack_layers(loaded, init.config.num_hidden_layers)
-    params, report = convert.merge_params(state["params"], loaded)
+    params, report = convert.merge_params(state["params"], init.params)
     fresh = report.get("initialised fresh", [])
     log(
         f"init_checkpoint {path}: {len(jax.tree_util.tree_leaves(params)) - len(fresh)} tensors "

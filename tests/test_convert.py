@@ -432,6 +432,23 @@ def test_merge_params_reports_fresh_and_unused_and_refuses_mismatches():
         convert.merge_params(template, half)
 
 
+def test_merge_params_stacks_layers_for_a_scan_layers_model():
+    loaded = _random_params(TINY)  # per-layer, as every checkpoint holds them
+    del loaded["classifier"]
+    scan = dataclasses.replace(TINY, scan_layers=True)
+    model = heads.BertForSequenceClassification(scan, num_labels=4)
+    template = model.init(jax.random.PRNGKey(1), np.zeros((1, 8), np.int32))["params"]
+    merged, report = convert.merge_params(template, loaded)
+    assert not [name for name in report["unused"] if name.startswith("bert/")]
+    assert sorted(report["initialised fresh"]) == ["classifier/bias", "classifier/kernel"]
+    stacked = merged["bert"]["encoder"]["layers"]["layer"]["attention"]["self"]["query"]["kernel"]
+    for i in range(TINY.num_hidden_layers):
+        np.testing.assert_array_equal(
+            stacked[i],
+            loaded["bert"]["encoder"][f"layer_{i}"]["attention"]["self"]["query"]["kernel"],
+        )
+
+
 # --------------------------------------------------------------------------- our format, CLI
 
 

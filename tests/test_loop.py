@@ -158,6 +158,11 @@ def test_init_checkpoint_continues_from_another_run(data_dir, tmp_path):
     # Starting from the trained weights, the step-0 eval equals the first run's final eval.
     np.testing.assert_allclose(second["start"]["loss"], first["end"]["loss"], rtol=1e-6)
     assert second["state"]["params"]["bert"]["pooler"]["dense"]["kernel"].shape == (32, 32)
+    # A scan_layers run stacks the checkpoint's per-layer weights and starts from the same model.
+    config.model.scan_layers = True
+    third = train.train_and_evaluate(config, str(tmp_path / "c"), log=lambda s: None)
+    np.testing.assert_allclose(third["start"]["loss"], first["end"]["loss"], rtol=1e-5)
+    assert "layers" in third["state"]["params"]["bert"]["encoder"]
 
 
 def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
