@@ -219,11 +219,10 @@ class SelfAttention(nn.Module):
 
             q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = heads("query"), heads("key"), heads("value")
         if c.attention == "dot":
-            # The float32 "minus infinity" of the bias would become -inf in bfloat16 (NaN for a
-            # row that is all padding): clip it to the compute dtype's own minimum.
-            low = jnp.finfo(q_BxSxNxD.dtype).min
-            bias = jnp.maximum(bias_Bx1x1xS, low).astype(q_BxSxNxD.dtype)
-            ctx_BxSxNxD = jax.nn.dot_product_attention(q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias)
+            # (The bias is already in the compute dtype: see BertModel.)
+            ctx_BxSxNxD = jax.nn.dot_product_attention(
+                q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias_Bx1x1xS
+            )
             return ctx_BxSxNxD.reshape(b, s, n * d)
         scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
         scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS
@@ -360,19 +359,21 @@ def unstack_layers(params: dict) -> dict:
     return {k: unstack_layers(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
-def attention_bias(input_mask_BxS: Array, causal: bool = False) -> Array:
+def attention_bias(input_mask_BxS: Array, causal: bool = False, dtype=jnp.float32) -> Array:
     """0 where a key may be attended to, a large negative number where it is padding (or, for a
     causal model, in the future of the query): [B, 1, 1, S], or [B, 1, S, S] when causal.
 
-    Added to the attention scores before the softmax, so padded keys get exactly zero weight in
-    float32 (exp(finfo.min) underflows to 0) and real positions never see padding.
+    Added to the attention scores before the softmax, so padded keys get exactly zero weight
+    (exp(finfo.min) underflows to 0) and real positions never see padding. The number is the
+    minimum of `dtype`, the dtype of the scores it is added to: float32's would be -inf in
+    bfloat16, and a row of all padding would then be NaN.
     """
-    big_neg = jnp.finfo(jnp.float32).min
+    big_neg = jnp.finfo(dtype).min
     allowed = input_mask_BxS[:, None, None, :] > 0
     if causal:
         s = input_mask_BxS.shape[1]
         allowed = allowed & jnp.tril(jnp.ones((s, s), bool))[None, None]
-    return jnp.where(allowed, 0.0, big_neg).astype(jnp.float32)
+    return jnp.where(allowed, 0.0, big_neg).astype(dtype)
 
 
 class BertModel(nn.Module):
@@ -401,7 +402,11 @@ class BertModel(nn.Module):
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic)
-        bias = attention_bias(input_mask, self.config.causal)
+        c = self.config
+        # The einsum attention adds the bias to float32 scores; jax.nn.dot_product_attention
+        # to scores in the compute dtype.
+        bias_dtype = c.compute_dtype if c.attention == "dot" else jnp.float32
+        bias = attention_bias(input_mask, c.causal, bias_dtype)
         hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype), bias, deterministic)
         return {
             "sequence_output": hidden[-1],

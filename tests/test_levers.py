@@ -92,3 +92,20 @@ def test_bfloat16_compute_stays_close(reference):
     loss16, _ = _loss_and_grads(dataclasses.replace(BASE, dtype="bfloat16"), params, batch)
     assert loss16.dtype == jnp.float32
     np.testing.assert_allclose(loss16, loss, rtol=2e-2)
+
+
+def test_bfloat16_dot_attention_is_finite_on_an_all_padding_row(reference):
+    batch, params, _ = reference
+    mask = np.array(batch["input_mask"])
+    mask[0] = 0  # row 0: nothing to attend to
+    batch = {**batch, "input_mask": mask}
+    outs = {}
+    for attention in ("einsum", "dot"):
+        config = dataclasses.replace(
+            BASE, dtype="bfloat16", attention=attention, attention_probs_dropout_prob=0.0
+        )
+        outs[attention] = BertForPreTraining(config).apply(
+            {"params": params}, *(batch[k] for k in INPUTS)
+        )["mlm_logits"]
+    assert np.isfinite(np.asarray(outs["dot"], np.float32)).all()
+    np.testing.assert_allclose(outs["dot"], outs["einsum"], atol=0.1)
