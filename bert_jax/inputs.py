@@ -125,17 +125,30 @@ def eval_batches(config, step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     if jax.process_count() == 1:
         yield from batches
         return
-    # Hosts hold different numbers of records; every host must take part in every (collective)
-    # evaluation step, so the shorter ones add batches of padding (example weight 0).
+    spec = ds.element_spec
+    empty = {k: np.zeros((0, *v.shape[1:]), v.dtype.as_numpy_dtype) for k, v in spec.items()}
+    yield from in_lockstep(batches, pad_batch(empty, batch_size), _any_process)
+
+
+def _any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
-    batches = list(batches)
-    counts = multihost_utils.process_allgather(np.array(len(batches)))
-    yield from batches
-    if batches:
-        empty = {k: np.zeros_like(v) for k, v in batches[0].items()}
-        for _ in range(int(np.max(counts)) - len(batches)):
-            yield empty
+    return bool(multihost_utils.process_allgather(np.array(flag)).any())
+
+
+def in_lockstep(batches, filler, any_host) -> Iterator:
+    """`batches`, then `filler` until no host has batches left (`any_host(flag)`: whether
+    `flag` is true on any host, a collective every host calls at the same point).
+
+    Hosts hold different numbers of eval records, and every host must take part in every
+    (collective) evaluation step: the shorter ones add filler batches (example weight 0).
+    """
+    batches = iter(batches)
+    while True:
+        batch = next(batches, None)
+        if not any_host(batch is not None):
+            return
+        yield filler if batch is None else batch
 
 
 def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:

@@ -10,13 +10,14 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from bert_jax import checkpoints, optim, parallel, train
+from bert_jax import checkpoints, inputs, optim, parallel, train
 from bert_jax.heads import BertForPreTraining
 from tests.test_train import CFG, S, fake_batch, opt_config
 
@@ -232,3 +233,34 @@ def test_two_processes_train_like_one(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["step"] == steps
+
+
+def test_hosts_with_fewer_eval_batches_pad_in_lockstep():
+    """Three simulated hosts with 3, 1 and 0 eval batches each run 3 evaluation steps: every
+    host takes part in every collective step, the short ones with filler batches."""
+    counts, filler = (3, 1, 0), {"example_weights": np.zeros(2)}
+    barrier, flags, lock = threading.Barrier(len(counts)), [], threading.Lock()
+
+    def any_host(flag):  # an all-gather: every host calls it, each sees all flags
+        with lock:
+            flags.append(flag)
+        barrier.wait()
+        seen = list(flags[-len(counts) :])
+        barrier.wait()
+        return any(seen)
+
+    got = [None] * len(counts)
+
+    def host(i):
+        batches = [{"example_weights": np.ones(2), "i": (i, j)} for j in range(counts[i])]
+        got[i] = list(inputs.in_lockstep(batches, filler, any_host))
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(len(counts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [len(g) for g in got] == [3, 3, 3]
+    assert [b.get("i") for b in got[0]] == [(0, 0), (0, 1), (0, 2)]
+    assert got[1][0]["i"] == (1, 0) and got[1][1] is filler and got[1][2] is filler
+    assert all(b is filler for b in got[2])
