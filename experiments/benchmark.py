@@ -22,7 +22,6 @@ rewrites the table between the markers in docs/benchmarks.md from all lines of t
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import pathlib
@@ -111,16 +110,11 @@ def _time_steps(step, state, batches, steps: int) -> tuple[float, float, object]
     return compile_s, statistics.median(times), memory
 
 
-def _first_word(vocab: int) -> int:
-    """Random ids start here, past [PAD]/[UNK]/[CLS]/[SEP]/[MASK] and the unused slots."""
-    return min(1000, vocab // 10)
-
-
 def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     """Random full-length pairs with `predictions` distinct masked positions each."""
     import numpy as np  # noqa: PLC0415
 
-    low = _first_word(vocab)
+    low = min(1000, vocab // 10)  # past [PAD]/[UNK]/[CLS]/[SEP]/[MASK] and the unused slots
     ids = rng.integers(low, vocab, (batch, seq)).astype(np.int32)
     positions = np.sort(np.argsort(rng.random((batch, seq - 1)), 1)[:, :predictions] + 1, 1)
     return {
@@ -134,9 +128,21 @@ def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     }
 
 
-def our_step(config, seq: int, batch: int, predictions: int, steps: int) -> dict:
-    import jax  # noqa: PLC0415
+def _hf_batch(b: dict) -> dict:
+    """The same batch in the form Hugging Face's head reads: labels at every position, a mask
+    that is 1 at the masked positions."""
     import numpy as np  # noqa: PLC0415
+
+    labels, label_mask = b["input_ids"].copy(), np.zeros(b["input_ids"].shape, np.float32)
+    np.put_along_axis(labels, b["masked_lm_positions"], b["masked_lm_ids"], 1)
+    np.put_along_axis(label_mask, b["masked_lm_positions"], 1.0, 1)
+    return {"input_ids": b["input_ids"], "input_mask": b["input_mask"],
+            "segment_ids": b["segment_ids"], "labels": labels, "label_mask": label_mask,
+            "next_sentence_label": b["next_sentence_labels"]}  # fmt: skip
+
+
+def our_step(config, batches: list[dict], steps: int) -> dict:
+    import jax  # noqa: PLC0415
 
     from bert_jax import optim, train  # noqa: PLC0415
     from bert_jax.heads import BertForPreTraining  # noqa: PLC0415
@@ -147,16 +153,16 @@ def our_step(config, seq: int, batch: int, predictions: int, steps: int) -> dict
     opt = pretrain_config.get_config().optimizer
     opt.warmup_steps = 10
     tx, _ = optim.make_optimizer(opt, 1000)
+    _, seq = batches[0]["input_ids"].shape
+    predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
-    rng = np.random.default_rng(0)
-    batches = [_batch(rng, config.vocab_size, seq, batch, predictions) for _ in range(2)]
     batches = [jax.device_put(b) for b in batches]
     step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx), donate_argnums=0)
     compile_s, step_s, memory = _time_steps(step, state, batches, steps)
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
 
 
-def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
+def hf_step(config, batches: list[dict], steps: int) -> dict | None:
     """Hugging Face FlaxBertForPreTraining (MLM logits at every position, loss on the masked
     ones, + NSP), optax AdamW with the same schedule shape; None if transformers<5 is absent."""
     try:
@@ -170,9 +176,9 @@ def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
         return None
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
     import optax  # noqa: PLC0415
 
+    seq = batches[0]["input_ids"].shape[1]
     hf = FlaxBertForPreTraining(
         HFConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                  num_hidden_layers=config.num_hidden_layers,
@@ -203,17 +209,7 @@ def hf_step(config, seq: int, batch: int, steps: int) -> dict | None:
         return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
-    rng = np.random.default_rng(0)
-    batches, low, vocab = [], _first_word(config.vocab_size), config.vocab_size
-    for _ in range(2):
-        ids = rng.integers(low, vocab, (batch, seq)).astype(np.int32)
-        batches.append(jax.device_put({
-            "input_ids": ids, "input_mask": np.ones_like(ids),
-            "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
-            "labels": rng.integers(low, vocab, (batch, seq)).astype(np.int32),
-            "label_mask": (rng.random((batch, seq)) < 0.15).astype(np.float32),
-            "next_sentence_label": rng.integers(0, 2, batch).astype(np.int32),
-        }))  # fmt: skip
+    batches = [jax.device_put(_hf_batch(b)) for b in batches]
     compile_s, step_s, memory = _time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory,
             "transformers": transformers.__version__}  # fmt: skip
@@ -266,30 +262,31 @@ def main(argv: list[str]) -> None:
     if FLAGS.reference_site:
         sys.path.insert(0, FLAGS.reference_site)
     import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
     from bert_jax.model import BertConfig  # noqa: PLC0415
     from configs import common  # noqa: PLC0415
 
-    layers, hidden = common.SIZES[FLAGS.size]
-    fields = {}
-    known = {f.name for f in dataclasses.fields(BertConfig)} - {"dtype", "vocab_size"}
-    for item in FLAGS.set:
-        key, _, value = item.partition("=")
-        if key not in known:
-            raise app.UsageError(f"--set {key}=...: not a BertConfig field; use one of "
-                                 f"{sorted(known)} (and --dtype, --vocab).")  # fmt: skip
-        kind = type(getattr(BertConfig, key))
-        fields[key] = value.lower() == "true" if kind is bool else kind(value)
-    config = BertConfig(vocab_size=FLAGS.vocab, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=hidden // 64, intermediate_size=4 * hidden,
-                        max_position_embeddings=max(512, FLAGS.seq), dtype=FLAGS.dtype,
-                        **fields)  # fmt: skip
+    model = common.model_config(FLAGS.size)  # the named size, as configs/pretrain.py builds it
+    model.update(vocab_size=FLAGS.vocab, dtype=FLAGS.dtype)
+    model.max_position_embeddings = max(model.max_position_embeddings, FLAGS.seq)
+    settable = {k: v for k, v in model.items() if k not in ("size", "vocab_size", "dtype")}
+    try:
+        fields = common.parse_arg(",".join(FLAGS.set), **settable)
+    except ValueError as e:
+        raise app.UsageError(f"--set: {e} (and --dtype, --vocab).") from None
+    fields = {k: v for k, v in fields.items() if v != settable[k]}  # what --set changed
+    model.update(fields)
+    config = BertConfig.from_dict({k: v for k, v in model.items() if k != "size"})
     preds = FLAGS.predictions or {128: 20, 512: 80}.get(FLAGS.seq, round(0.15 * FLAGS.seq))
     backend = jax.default_backend()
     peak_dtype = "float32" if backend == "cpu" else "bfloat16"
     peak = matmul_peak(peak_dtype)
-    ours = our_step(config, FLAGS.seq, FLAGS.batch, preds, FLAGS.steps)
-    hf = hf_step(config, FLAGS.seq, FLAGS.batch, FLAGS.steps) if FLAGS.reference else None
+    rng = np.random.default_rng(0)
+    # Both steps train on these two batches, alternately.
+    batches = [_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)]
+    ours = our_step(config, batches, FLAGS.steps)
+    hf = hf_step(config, batches, FLAGS.steps) if FLAGS.reference else None
     # The peak is measured before and after the steps, and the higher one kept.
     peak = max(peak, matmul_peak(peak_dtype))
     flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import benchmark  # noqa: E402
@@ -18,6 +20,18 @@ def test_flops_formula_by_hand():
     c = BertConfig(vocab_size=10, hidden_size=2, num_hidden_layers=1, num_attention_heads=1,
                    intermediate_size=4)  # fmt: skip
     assert benchmark.flops_per_sequence(c, seq=3, predictions=1) == 3 * 312
+
+
+def test_hugging_face_step_gets_the_same_batch():
+    rng = np.random.default_rng(0)
+    ours = benchmark._batch(rng, vocab=500, seq=16, batch=3, predictions=4)
+    hf = benchmark._hf_batch(ours)
+    rows = np.arange(3)[:, None]
+    np.testing.assert_array_equal(hf["labels"][rows, ours["masked_lm_positions"]],
+                                  ours["masked_lm_ids"])  # fmt: skip
+    assert hf["label_mask"].sum() == 12
+    assert (hf["label_mask"][rows, ours["masked_lm_positions"]] == 1).all()
+    assert hf["next_sentence_label"] is ours["next_sentence_labels"]
 
 
 def test_table_rows_and_markers(tmp_path):
