@@ -37,6 +37,11 @@ class CheckpointMismatchError(ValueError):
 _NOT_CORRUPTION = (PermissionError, TimeoutError, ConnectionError, MemoryError)
 
 
+def is_remote(path: str) -> bool:
+    """An object-store path (gs://, s3://, ...): no local file-system checks apply."""
+    return "://" in path
+
+
 class Checkpointer:
     def __init__(
         self, directory: str, *, save_every: int, keep: int, log: Callable[[str], None] = print
@@ -56,7 +61,7 @@ class Checkpointer:
             # Leftover tmp dirs of a save that was killed mid-way are removed, never restored.
             cleanup_tmp_directories=True,
         )
-        self.directory = directory if "://" in directory else os.path.abspath(directory)
+        self.directory = directory if is_remote(directory) else os.path.abspath(directory)
         self.log = log
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
@@ -146,7 +151,7 @@ class Checkpointer:
 def check_writable(workdir: str) -> None:
     """Fails at start, clearly, if files cannot be created in `workdir` (a local or mounted
     path; object stores such as gs:// are left to Orbax)."""
-    if "://" in workdir:
+    if is_remote(workdir):
         return
     probe = os.path.join(workdir, f".write_test_{socket.gethostname()}_{os.getpid()}")
     try:
@@ -164,7 +169,7 @@ def check_writable(workdir: str) -> None:
 def check_room(directory: str, state) -> None:
     """Fails at start, clearly, if the disk under `directory` cannot take one more checkpoint of
     `state` (older ones are deleted only after a newer one is written). Skipped for gs:// etc."""
-    if "://" in directory:
+    if is_remote(directory):
         return
     need = sum(
         np.dtype(x.dtype).itemsize * int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state)
