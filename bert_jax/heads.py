@@ -113,18 +113,24 @@ class HeadInput:
     feature-based NER freezes the encoder (`freeze_encoder`: no gradient, no dropout, no update)
     and reads `layers` through a `bilstm_layers`-layer BiLSTM; Table 5 puts a BiLSTM on top of a
     fine-tuned left-to-right model. Any non-default input bypasses the pre-trained pooler: a
-    sentence is its features at [CLS] (the last token of a causal model), or with a BiLSTM its
-    forward state at the last token and backward state at the first.
+    sentence is the mean of its features over the real tokens (`pool="mean"`), or its features at
+    [CLS] (the last token of a causal model), or with a BiLSTM its forward state at the last
+    token and backward state at the first.
     """
 
     layers: str = "last"
     freeze_encoder: bool = False
     bilstm_layers: int = 0
     bilstm_size: int = 0  # units per direction; 0: the encoder's hidden size
+    # The sentence vector: "cls" (the pooler on [CLS], as BERT) or "mean" (of the features over
+    # the real tokens; no pooler).
+    pool: str = "cls"
 
     def __post_init__(self):
         if self.layers not in LAYERS:
             raise ValueError(f"head.layers={self.layers!r}; use one of {LAYERS}.")
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"head.pool={self.pool!r}; use 'cls' or 'mean'.")
         if self.bilstm_layers < 0 or self.bilstm_size < 0:
             raise ValueError(
                 f"head.bilstm_layers={self.bilstm_layers}, head.bilstm_size={self.bilstm_size}: "
@@ -184,7 +190,7 @@ class HeadFeatures(nn.Module):
             x = jax.lax.stop_gradient(x)
         lengths_B = jnp.sum(input_mask > 0, axis=1)
         last_B = jnp.maximum(lengths_B - 1, 0)
-        if not spec.bilstm_layers:
+        if not spec.bilstm_layers and spec.pool == "cls":
             # The token a sentence vector is read from: [CLS], or the last one of a causal model.
             at_B = last_B if c.causal else jnp.zeros_like(last_B)
             return x, jnp.take_along_axis(x, at_B[:, None, None], axis=1)[:, 0]
@@ -192,6 +198,10 @@ class HeadFeatures(nn.Module):
         for i in range(spec.bilstm_layers):
             x = nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
             x = BiLSTM(units, name=f"bilstm_{i}")(x.astype(jnp.float32), lengths_B)
+        if spec.pool == "mean":
+            real_BxSx1 = (input_mask > 0)[..., None].astype(x.dtype)
+            mean_BxF = jnp.sum(x * real_BxSx1, axis=1) / jnp.maximum(lengths_B, 1)[:, None]
+            return x, mean_BxF
         # Sentence vector: the forward pass at the last token, the backward pass at the first.
         fwd_BxU = jnp.take_along_axis(x[..., :units], last_B[:, None, None], axis=1)[:, 0]
         return x, jnp.concatenate([fwd_BxU, x[:, 0, units:]], axis=-1)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import ml_collections
@@ -191,3 +194,49 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
         refuse("masked_lm_ids", batch["masked_lm_ids"], 0, vocab_size, vocab_fix)
     if "next_sentence_labels" in batch:
         refuse("next_sentence_labels", batch["next_sentence_labels"], 0, 2, "labels are 0 or 1.")
+
+
+def prefetch(batches: Iterator, size: int, prepare: Callable[[Any], Any]) -> Iterator:
+    """Yields `prepare(batch)` for each batch, computed up to `size` batches ahead in a
+    background thread (reading, checking and copying the next batches to the devices while
+    the current step runs). The order is unchanged; an exception (a bad batch, a failed read)
+    is raised where its batch would have been yielded. `size` 0: no thread, no look-ahead.
+    """
+    if size <= 0:
+        yield from map(prepare, batches)
+        return
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for batch in batches:
+                if not offer((prepare(batch), None)):
+                    return
+            offer((done, None))
+        except BaseException as e:  # handed to the consumer, raised in its thread
+            offer((None, e))
+
+    thread = threading.Thread(target=work, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()  # the consumer stopped (finished, raised, or closed the generator)
+        thread.join(timeout=10)

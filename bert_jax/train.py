@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import signal
@@ -230,6 +231,8 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
                  "keep_checkpoints", "max_skipped_steps"):  # fmt: skip
         if t[name] < 1:
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
+    if t.prefetch_batches < 0:
+        raise ValueError(f"train.prefetch_batches={t.prefetch_batches}; use 0 (off) or more.")
     # The architecture (heads dividing hidden, dtype, ...) before anything is built; the vocab
     # size may still be 0 here (read from the vocab file later).
     fields = {k: v for k, v in config.model.items() if k != "size"}
@@ -337,7 +340,16 @@ def train_and_evaluate(
                 json.dump(start_metrics, f)
         log(f"eval @ step 0: {_fmt(start_metrics)}")
 
-    batches = inputs.train_batches(config, start_step)
+    def prepare(step_and_batch):  # runs up to train.prefetch_batches steps ahead
+        step, batch = step_and_batch
+        inputs.check_batch(batch, model_cfg.vocab_size, f"training batch of step {step}")
+        return par.put_batch(batch)
+
+    batches = inputs.prefetch(
+        zip(itertools.count(start_step), inputs.train_batches(config, start_step)),
+        t.prefetch_batches,
+        prepare,
+    )
     pending = None
     monitor = StepMonitor(t.max_skipped_steps, log)
     t_log, step_log = time.time(), start_step  # throughput is measured from here
@@ -348,9 +360,7 @@ def train_and_evaluate(
         flag = SignalFlag(signal.SIGTERM if jax.process_count() == 1 else None)
         with flag as preempted:
             for step in range(start_step, end_step):
-                batch = next(batches)
-                inputs.check_batch(batch, model_cfg.vocab_size, f"training batch of step {step}")
-                state, metrics = par.train(state, par.put_batch(batch))
+                state, metrics = par.train(state, next(batches))
                 # Fetch the previous step's metrics only now, while this step runs.
                 if pending is not None:
                     monitor.add(jax.device_get(par.get_metrics(pending)), step)
@@ -398,6 +408,7 @@ def train_and_evaluate(
         if last_saved != end_step:
             ckpt.save(end_step, final_state, force=True)
     finally:
+        batches.close()  # stops the prefetch thread
         ckpt.close()  # waits until the async saves are committed, also when a step raised
     results = {"step": int(parallel.to_host(final_state["step"]))}
     if d.eval_files:

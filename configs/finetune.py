@@ -117,6 +117,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.head.bilstm_layers = 0
     # BiLSTM units per direction (0: the encoder's hidden size).
     config.head.bilstm_size = 0
+    # Sentence vector of the classification heads: "cls" (BERT: the pooler on [CLS]) or "mean"
+    # (the mean of the head's input features over the real tokens, no pooler; with a BiLSTM,
+    # of its outputs).
+    config.head.pool = "cls"
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adamw"

@@ -121,6 +121,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.mesh_data = -1
     config.train.mesh_fsdp = 1
     config.train.mesh_tensor = 1
+    # Batches read, checked and copied to the devices ahead of the step that trains on them, in
+    # a background thread (0: each batch when its step starts).
+    config.train.prefetch_batches = 2
     # Progress line, JSONL and TensorBoard every this many steps.
     config.train.log_every = 100
     # Evaluate on data.eval_files every this many steps (and at the start and the end).

@@ -198,3 +198,19 @@ def test_classification_with_bilstm_reads_both_directions():
     assert out.shape == (4, 3) and np.isfinite(out).all()
     with pytest.raises(ValueError, match="head.layers='top'"):
         HeadInput(layers="top")
+
+
+def test_mean_pooled_sentence_vector_by_hand():
+    batch, ids = _batch()
+    mask = batch["input_mask"]
+    model = finetune.make_model("classification", CFG, 3, HeadInput(pool="mean"))
+    params = model.init(jax.random.PRNGKey(0), ids, mask)["params"]
+    last = np.asarray(
+        BertModel(CFG).apply({"params": params["bert"]}, ids, mask)["sequence_output"]
+    )
+    mean = np.stack([last[i, : mask[i].sum()].mean(0) for i in range(len(ids))])
+    k, b = params["classifier"]["kernel"], params["classifier"]["bias"]
+    logits = model.apply({"params": params}, ids, mask)["logits"]
+    np.testing.assert_allclose(logits, mean @ k + b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="head.pool='max'"):
+        HeadInput(pool="max")

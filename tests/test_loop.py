@@ -1,15 +1,17 @@
 """The training loop on real (small) pre-training data: resume, logs, the command line."""
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
 import pytest
 
-from bert_jax import train
+from bert_jax import inputs, train
 from bert_jax.data import corpus, prepare, samples
 from configs import pretrain
 
@@ -224,3 +226,43 @@ def test_config_errors_name_the_field(data_dir, overrides, message):
         config[section][field] = value
     with pytest.raises(ValueError, match=message):
         train.check_config(config, n_devices=8)
+
+
+def test_prefetch_keeps_order_raises_in_place_and_stops_its_thread():
+    seen = []
+
+    def prepare(x):
+        seen.append(x)
+        if x == 5:
+            raise ValueError("bad batch 5")
+        return x * 10
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 5"):
+        for y in inputs.prefetch(iter(range(8)), 2, prepare):
+            got.append(y)
+    assert got == [0, 10, 20, 30, 40]  # everything before the bad batch, in order
+    assert list(inputs.prefetch(iter(range(4)), 0, lambda x: -x)) == [0, -1, -2, -3]
+
+    def endless():
+        yield from itertools.count()
+
+    gen = inputs.prefetch(endless(), 3, lambda x: x)
+    assert [next(gen) for _ in range(4)] == [0, 1, 2, 3]
+    gen.close()
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_bad_batch_stops_the_run_at_its_step_keeping_checkpoints(data_dir, tmp_path, monkeypatch):
+    real = inputs.train_batches
+
+    def with_bad_step_5(config, start_step):
+        for step, batch in zip(itertools.count(start_step), real(config, start_step)):
+            yield {**batch, "input_ids": batch["input_ids"] + 10_000} if step == 5 else batch
+
+    monkeypatch.setattr(inputs, "train_batches", with_bad_step_5)
+    config = small_config(data_dir, num_train_steps=8, checkpoint_every=2)
+    with pytest.raises(ValueError, match=r"training batch of step 5: input_ids\["):
+        train.train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+    saved = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert saved[-1] == "4", saved
