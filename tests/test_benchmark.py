@@ -1,5 +1,6 @@
 """experiments/benchmark.py: the FLOP formula of DESIGN.md, the results table, and one real run
-of a tiny model end to end (speed itself is measured by the script, never asserted here)."""
+of a tiny model end to end (speed itself is measured by the script, never asserted here);
+experiments/compare_curves.py on fixture metrics."""
 
 import json
 import pathlib
@@ -11,6 +12,7 @@ import numpy as np
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import benchmark  # noqa: E402
+import compare_curves  # noqa: E402
 
 from bert_jax.model import BertConfig  # noqa: E402
 
@@ -70,3 +72,18 @@ def test_runs_end_to_end(tmp_path):
     assert result["ours_seqs_per_s"] > 0 and 0 < result["ours_mfu"] < 1.5
     assert result["ours_model_gflop_per_step"] > 0 and "hf_seqs_per_s" not in result
     assert "fused_qkv=True" in doc.read_text()
+
+
+def test_compare_curves_table_and_largest_difference(tmp_path):
+    for name, losses in (("a", [4.0, 2.0]), ("b", [4.1, 2.0])):
+        (tmp_path / name).mkdir()
+        rows = [
+            {"step": s, "split": "train", "loss": v} for s, v in zip((10, 20), losses, strict=True)
+        ]
+        rows.append({"step": 20, "split": "eval", "loss": 9.0})
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    a, b = (compare_curves.curve(str(tmp_path / n), "train", "loss") for n in "ab")
+    assert a == {10: 4.0, 20: 2.0}
+    text = compare_curves.compare([a, b], ["a", "b"], "loss")
+    assert "| 10 | 4.0000 | 4.1000 |" in text
+    assert "max |b - a| over 2 steps: 0.1000 (2.50% of the reference)" in text
