@@ -100,7 +100,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
 # The mini profile's data: short sequences and a small vocabulary. With 8,192 pieces and 128
 # tokens every size stayed on the unigram plateau of the 2.5 MB corpus after 800 steps (held-out
 # perplexity 828.62, 835.92, 833.63 for the first three rows); with these, 4/128/16 was below
-# 1/96/12 at every evaluation (393.50 vs 409.47 at step 800), and every size trains in 4-9
+# 1/96/12 at every evaluation (393.50 vs 409.47 at step 800), and every size trains in 4-16
 # minutes, but the deeper 96-wide sizes still end above 1/96/12 (docs/results/README.md).
 MINI_DATA = {"data.vocab_size": 2048}
 
