@@ -63,6 +63,11 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     return m
 
 
+def max_predictions(seq: int) -> int:
+    """Masked positions per sequence of the original recipe: 20 at 128, 80 at 512, else 15%."""
+    return {128: 20, 512: 80}.get(seq, round(0.15 * seq))
+
+
 def parse_arg(arg: str | None, **defaults):
     """Parses "size=base,seq=128,demo" into a ConfigDict, typed after `defaults`.
 

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.vocab_file = ""
     # Must equal the lengths the TFRecords were written with (phase 1: 128/20; phase 2: 512/80).
     config.data.max_seq_length = arg.seq
-    config.data.max_predictions_per_seq = {128: 20, 512: 80}.get(arg.seq, round(0.15 * arg.seq))
+    config.data.max_predictions_per_seq = common.max_predictions(arg.seq)
     # Records held in the shuffle buffer.
     config.data.shuffle_buffer = 10_000
     # Seed of the data order (shuffling); the order is a pure function of it and the step.

@@ -110,6 +110,22 @@ def _time_steps(step, state, batches, steps: int) -> tuple[float, float, object]
     return compile_s, statistics.median(times), memory
 
 
+def bert_config(size: str, vocab: int, seq: int, dtype: str = "float32", sets=()) -> tuple:
+    """(BertConfig of the named size as configs/pretrain.py builds it, the fields that `sets`
+    ("key=value" strings, typed by common.parse_arg) changed)."""
+    from bert_jax.model import BertConfig  # noqa: PLC0415
+    from configs import common  # noqa: PLC0415
+
+    model = common.model_config(size)
+    model.update(vocab_size=vocab, dtype=dtype)
+    model.max_position_embeddings = max(model.max_position_embeddings, seq)
+    settable = {k: v for k, v in model.items() if k not in ("size", "vocab_size", "dtype")}
+    fields = common.parse_arg(",".join(sets), **settable)
+    fields = {k: v for k, v in fields.items() if v != settable[k]}
+    model.update(fields)
+    return BertConfig.from_dict({k: v for k, v in model.items() if k != "size"}), fields
+
+
 def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     """Random full-length pairs with `predictions` distinct masked positions each."""
     import numpy as np  # noqa: PLC0415
@@ -264,21 +280,13 @@ def main(argv: list[str]) -> None:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from bert_jax.model import BertConfig  # noqa: PLC0415
     from configs import common  # noqa: PLC0415
 
-    model = common.model_config(FLAGS.size)  # the named size, as configs/pretrain.py builds it
-    model.update(vocab_size=FLAGS.vocab, dtype=FLAGS.dtype)
-    model.max_position_embeddings = max(model.max_position_embeddings, FLAGS.seq)
-    settable = {k: v for k, v in model.items() if k not in ("size", "vocab_size", "dtype")}
     try:
-        fields = common.parse_arg(",".join(FLAGS.set), **settable)
+        config, fields = bert_config(FLAGS.size, FLAGS.vocab, FLAGS.seq, FLAGS.dtype, FLAGS.set)
     except ValueError as e:
         raise app.UsageError(f"--set: {e} (and --dtype, --vocab).") from None
-    fields = {k: v for k, v in fields.items() if v != settable[k]}  # what --set changed
-    model.update(fields)
-    config = BertConfig.from_dict({k: v for k, v in model.items() if k != "size"})
-    preds = FLAGS.predictions or {128: 20, 512: 80}.get(FLAGS.seq, round(0.15 * FLAGS.seq))
+    preds = FLAGS.predictions or common.max_predictions(FLAGS.seq)
     backend = jax.default_backend()
     peak_dtype = "float32" if backend == "cpu" else "bfloat16"
     peak = matmul_peak(peak_dtype)

@@ -10,10 +10,13 @@ float32 one" (or any other lever's) is a number, not a look at a plot.
 
 from __future__ import annotations
 
-import json
 import pathlib
+import sys
 
 from absl import app, flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from paper_tables import read_metrics  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -28,12 +31,9 @@ def curve(workdir: str, split: str, key: str) -> dict[int, float]:
     path = pathlib.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {workdir!r} a run's workdir?")
-    out = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("split") == split and key in row:
-            out[int(row["step"])] = float(row[key])  # a re-evaluated step keeps its last value
-    return out
+    # A re-evaluated step keeps its last value.
+    rows = read_metrics(path)
+    return {int(r["step"]): float(r[key]) for r in rows if r.get("split") == split and key in r}
 
 
 def compare(curves: list[dict[int, float]], names: list[str], key: str) -> str:

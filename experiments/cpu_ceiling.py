@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-import statistics
 import sys
 import time
 
@@ -101,19 +100,9 @@ def plain_step(config, batches: list, steps: int) -> float:
         updates, opt = tx.update(grads, opt, params)
         return (optax.apply_updates(params, updates), opt, rng), loss
 
-    return _median_step(step, state, batches, steps)
+    import benchmark  # noqa: PLC0415
 
-
-def _median_step(step, state, batches, steps: int) -> float:
-    state, loss = step(state, batches[0])
-    loss.block_until_ready()  # compiled
-    times = []
-    for i in range(steps):
-        t = time.perf_counter()
-        state, loss = step(state, batches[i % len(batches)])
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return benchmark._time_steps(step, state, batches, steps)[1]
 
 
 def _time(f, *shapes) -> float:
@@ -178,13 +167,10 @@ def main(argv: list[str]) -> None:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from bert_jax.model import BertConfig  # noqa: PLC0415
     from configs import common  # noqa: PLC0415
 
-    model = common.model_config(FLAGS.size)
-    model.update(vocab_size=30522, max_position_embeddings=max(512, FLAGS.seq))
-    config = BertConfig.from_dict({k: v for k, v in model.items() if k != "size"})
-    preds = {128: 20, 512: 80}.get(FLAGS.seq, round(0.15 * FLAGS.seq))
+    config, _ = benchmark.bert_config(FLAGS.size, 30522, FLAGS.seq)
+    preds = common.max_predictions(FLAGS.seq)
     rng = np.random.default_rng(0)
     batches = [
         benchmark._batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)
