@@ -49,12 +49,14 @@ class SeqRelationship(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, pooled_BxH: Array) -> Array:
+    def __call__(self, pooled_BxH: Array) -> Array:  # (or [B, K, H] -> [B, K, 2])
         c = self.config
         w_2xH = self.param("output_weights", kernel_init(c), (2, c.hidden_size))
         b_2 = self.param("output_bias", nn.initializers.zeros, (2,))
         return (
-            jnp.einsum("bh,kh->bk", pooled_BxH, w_2xH.astype(pooled_BxH.dtype)).astype(jnp.float32)
+            jnp.einsum("...h,kh->...k", pooled_BxH, w_2xH.astype(pooled_BxH.dtype)).astype(
+                jnp.float32
+            )
             + b_2
         )
 
@@ -73,7 +75,9 @@ class BertForPreTraining(nn.Module):
     """BERT + masked-LM head (scored only at `masked_lm_positions`) + NSP head.
 
     Returns float32 logits: `mlm_logits` [B, P, V] and `nsp_logits` [B, 2]. With
-    `masked_lm_positions=None` the MLM head scores every position ([B, S, V]).
+    `masked_lm_positions=None` the MLM head scores every position ([B, S, V]). A packed batch
+    (`position_ids`, `next_sentence_positions` [B, K]; see data/packing.py) gets `nsp_logits`
+    [B, K, 2], one per sequence of the row.
     """
 
     config: BertConfig
@@ -89,8 +93,18 @@ class BertForPreTraining(nn.Module):
         segment_ids: Array | None = None,
         masked_lm_positions: Array | None = None,
         deterministic: bool = True,
+        *,
+        position_ids: Array | None = None,
+        next_sentence_positions: Array | None = None,
     ) -> dict[str, Array]:
-        out = self.bert(input_ids, input_mask, segment_ids, deterministic=deterministic)
+        out = self.bert(
+            input_ids,
+            input_mask,
+            segment_ids,
+            deterministic=deterministic,
+            position_ids=position_ids,
+            pool_positions=next_sentence_positions,
+        )
         seq_BxSxH = out["sequence_output"]
         if masked_lm_positions is not None:
             seq_BxSxH = gather_positions(seq_BxSxH, masked_lm_positions)

@@ -67,7 +67,34 @@ def resolve_data(
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
         d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")
+    if d.get("pack_sequences", 0) > 1:
+        _pack_training_files(d)
     return config
+
+
+def _pack_training_files(d: ml_collections.ConfigDict) -> None:
+    """data.pack_sequences: train on packed twins of the training files (made once, next to
+    them). Eval files stay unpacked, so held-out metrics are per instance as always."""
+    from bert_jax.data import packing  # noqa: PLC0415
+
+    if d.dynamic_masking:
+        raise ValueError(
+            "data.pack_sequences packs statically masked records; set data.dynamic_masking=False "
+            "or data.pack_sequences=0."
+        )
+    names = ["train_files"]
+    if d.phase2_step:
+        if not d.phase2_train_files and d.phase2_dir:
+            d.phase2_train_files = os.path.join(d.phase2_dir, "train-*.tfrecord")
+        names.append("phase2_train_files")
+    for name in names:
+        if jax.process_index() == 0:
+            packing.pack_pattern(d[name], d.pack_sequences)
+        d[name] = packing.packed_pattern(d[name], d.pack_sequences)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices("bert_jax: data packed")
 
 
 def _dataset(
@@ -186,7 +213,13 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
                              f"{ids.shape[0]}; the records are malformed.")  # fmt: skip
     vocab_fix = "the data was made with another vocabulary: set data.vocab_file to its vocab.txt."
     refuse("input_ids", ids, 0, vocab_size, vocab_fix)
-    refuse("input_mask", mask, 0, 2, "input_mask must be 0 or 1.")
+    if "position_ids" in batch:  # packed rows: input_mask numbers the sequences of a row
+        packed = batch["next_sentence_positions"].shape[1]
+        refuse("input_mask", mask, 0, packed + 1, f"packed rows hold at most {packed} sequences.")
+        for name in ("position_ids", "next_sentence_positions"):
+            refuse(name, batch[name], 0, seq, f"positions index the {seq} tokens of a row.")
+    else:
+        refuse("input_mask", mask, 0, 2, "input_mask must be 0 or 1.")
     refuse("segment_ids", batch["segment_ids"], 0, 2, "BERT has two segments (0 and 1).")
     if "masked_lm_positions" in batch:
         refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,

@@ -55,7 +55,7 @@ def pretraining_sums(
     """
     ex_w = batch.get("example_weights")
     if ex_w is None:
-        ex_w = jnp.ones(batch["next_sentence_labels"].shape, jnp.float32)
+        ex_w = jnp.ones(batch["input_ids"].shape[:1], jnp.float32)
     if causal:
         logits = outputs["mlm_logits"][:, :-1]
         targets = unmasked_input_ids(batch)[:, 1:]
@@ -63,9 +63,15 @@ def pretraining_sums(
     else:
         logits, targets = outputs["mlm_logits"], batch["masked_lm_ids"]
         mlm_w = batch["masked_lm_weights"] * ex_w[:, None]
-    nsp_w = ex_w[:, None] if next_sentence else jnp.zeros_like(ex_w[:, None])
-    nsp_logits = outputs["nsp_logits"][:, None]
-    nsp_labels = batch["next_sentence_labels"][:, None]
+    if "next_sentence_weights" in batch:  # packed rows: one NSP label per sequence [B, K]
+        nsp_w = batch["next_sentence_weights"] * ex_w[:, None]
+        nsp_logits, nsp_labels = outputs["nsp_logits"], batch["next_sentence_labels"]
+    else:
+        nsp_w = ex_w[:, None]
+        nsp_logits = outputs["nsp_logits"][:, None]
+        nsp_labels = batch["next_sentence_labels"][:, None]
+    if not next_sentence:
+        nsp_w = jnp.zeros_like(nsp_w)
     sums = {}
     sums["mlm_loss"], sums["mlm_weight"] = weighted_cross_entropy(logits, targets, mlm_w)
     sums["mlm_correct"], _ = weighted_correct(logits, targets, mlm_w)

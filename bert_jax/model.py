@@ -156,7 +156,9 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = layer_norm(c, "LayerNorm")
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def __call__(self, input_ids_BxS, segment_ids_BxS, deterministic: bool) -> Array:
+    def __call__(
+        self, input_ids_BxS, segment_ids_BxS, deterministic: bool, position_ids_BxS=None
+    ) -> Array:
         c = self.config
         seq_len = input_ids_BxS.shape[1]
         if seq_len > c.max_position_embeddings:
@@ -169,7 +171,9 @@ class BertEmbeddings(nn.Module):
             pos_SxH = self.position_embeddings.embedding[:seq_len]
         else:
             pos_SxH = jnp.asarray(sinusoidal_positions(seq_len, c.hidden_size))
-        x_BxSxH = x_BxSxH + pos_SxH[None]
+        # Packed rows (data/packing.py) number each sequence's tokens from 0.
+        pos = pos_SxH[None] if position_ids_BxS is None else pos_SxH[position_ids_BxS]
+        x_BxSxH = x_BxSxH + pos
         x_BxSxH = self.LayerNorm(x_BxSxH)
         return self.dropout(x_BxSxH, deterministic=deterministic)
 
@@ -359,9 +363,13 @@ def unstack_layers(params: dict) -> dict:
     return {k: unstack_layers(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
-def attention_bias(input_mask_BxS: Array, causal: bool = False, dtype=jnp.float32) -> Array:
+def attention_bias(
+    input_mask_BxS: Array, causal: bool = False, dtype=jnp.float32, packed: bool = False
+) -> Array:
     """0 where a key may be attended to, a large negative number where it is padding (or, for a
-    causal model, in the future of the query): [B, 1, 1, S], or [B, 1, S, S] when causal.
+    causal model, in the future of the query): [B, 1, 1, S], or [B, 1, S, S] when causal or
+    `packed` (input_mask then numbers the sequences of a row 1, 2, ..., padding 0, and a token
+    sees only the tokens of its own sequence).
 
     Added to the attention scores before the softmax, so padded keys get exactly zero weight
     (exp(finfo.min) underflows to 0) and real positions never see padding. The number is the
@@ -370,6 +378,11 @@ def attention_bias(input_mask_BxS: Array, causal: bool = False, dtype=jnp.float3
     """
     big_neg = jnp.finfo(dtype).min
     allowed = input_mask_BxS[:, None, None, :] > 0
+    if packed:
+        # Block-diagonal: a token attends only to its own sequence of the row (padding queries,
+        # whose outputs are never read, see every real token as in an unpacked row).
+        query_BxSx1 = input_mask_BxS[:, None, :, None]
+        allowed = allowed & ((query_BxSx1 == input_mask_BxS[:, None, None, :]) | (query_BxSx1 == 0))
     if causal:
         s = input_mask_BxS.shape[1]
         allowed = allowed & jnp.tril(jnp.ones((s, s), bool))[None, None]
@@ -396,22 +409,31 @@ class BertModel(nn.Module):
         input_mask: Array | None = None,
         segment_ids: Array | None = None,
         deterministic: bool = True,
+        *,
+        position_ids: Array | None = None,
+        pool_positions: Array | None = None,
     ) -> dict[str, Any]:
+        """`position_ids` [B, S] marks a packed batch (several sequences per row, see
+        data/packing.py): input_mask numbers the sequences, attention stays within each, and
+        `pool_positions` [B, K] gives each sequence's [CLS] (pooled_output is then [B, K, H])."""
         if input_mask is None:
             input_mask = jnp.ones_like(input_ids)
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
-        x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic)
         c = self.config
+        packed = position_ids is not None
+        if packed and c.causal:
+            raise ValueError("packed sequences are for bidirectional models; model.causal=True.")
+        x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic, position_ids)
         # The einsum attention adds the bias to float32 scores; jax.nn.dot_product_attention
         # to scores in the compute dtype.
         bias_dtype = c.compute_dtype if c.attention == "dot" else jnp.float32
-        bias = attention_bias(input_mask, c.causal, bias_dtype)
+        bias = attention_bias(input_mask, c.causal, bias_dtype, packed)
         hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype), bias, deterministic)
         return {
             "sequence_output": hidden[-1],
             "hidden_states": hidden,
-            "pooled_output": self.pooler(hidden[-1], input_mask),
+            "pooled_output": self.pooler(hidden[-1], input_mask, pool_positions),
         }
 
 
@@ -423,8 +445,11 @@ class Pooler(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH, input_mask_BxS) -> Array:
-        if self.config.causal:
+    def __call__(self, x_BxSxH, input_mask_BxS, positions_BxK=None) -> Array:
+        """[B, H]; [B, K, H] at `positions_BxK` (the [CLS] of each sequence of a packed row)."""
+        if positions_BxK is not None:
+            first_BxH = jnp.take_along_axis(x_BxSxH, positions_BxK[..., None], axis=1)
+        elif self.config.causal:
             last_B = jnp.maximum(jnp.sum(input_mask_BxS > 0, axis=1) - 1, 0)
             first_BxH = jnp.take_along_axis(x_BxSxH, last_B[:, None, None], axis=1)[:, 0]
         else:

@@ -73,6 +73,9 @@ def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> 
         inputs = (losses.unmasked_input_ids(batch), batch["input_mask"], batch["segment_ids"])
     else:
         inputs = tuple(batch[k] for k in MODEL_INPUTS)
+    if "position_ids" in batch:  # packed rows (data/packing.py)
+        kwargs = dict(kwargs, position_ids=batch["position_ids"],
+                      next_sentence_positions=batch["next_sentence_positions"])  # fmt: skip
     return model.apply({"params": params}, *inputs, **kwargs)
 
 
@@ -131,6 +134,9 @@ def train_step(
         finite, (params, opt_state), (state["params"], state["opt_state"])
     )
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+    # Sequences trained on: the rows, or the instances of packed rows (data/packing.py).
+    rows = batch["input_ids"].shape[0]
+    metrics["sequences"] = psum(jnp.sum(batch.get("next_sentence_weights", jnp.ones(rows))))
     metrics["param_norm"] = optax.tree.norm(params)
     metrics["update_norm"] = optax.tree.norm(updates)
     new_state = {
@@ -378,7 +384,7 @@ def train_and_evaluate(
                         skipped_steps=monitor.skipped,
                         learning_rate=float(schedule(step)),
                         steps_per_sec=steps_per_s,
-                        seqs_per_sec=steps_per_s * t.batch_size,
+                        seqs_per_sec=steps_per_s * mean.get("sequences", np.nan),
                     )
                     writer.write(done, "train", mean)
                     eta = (end_step - done) / steps_per_s

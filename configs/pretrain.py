@@ -77,6 +77,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.lowercase = True
     # Training TFRecord files `prepare` writes (= shards made in parallel; output depends on it).
     config.data.num_train_files = 4
+    # Sequence packing: train on rows holding up to this many whole instances each (attention
+    # block-diagonal, positions and NSP per instance), made once from the training files into
+    # packed<K>/ beside them (data/packing.py); fills the padding the recipe leaves. 0: off.
+    config.data.pack_sequences = 0
     # Two-phase pre-training (paper: 90% of steps at seq 128, the rest at 512): from this step
     # on, train on the phase-2 data (0: a single phase). The learning-rate schedule runs on.
     config.data.phase2_step = 0

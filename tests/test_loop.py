@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -266,3 +267,39 @@ def test_a_bad_batch_stops_the_run_at_its_step_keeping_checkpoints(data_dir, tmp
         train.train_and_evaluate(config, str(tmp_path), log=lambda s: None)
     saved = sorted(os.listdir(tmp_path / "checkpoints"))
     assert saved[-1] == "4", saved
+
+
+def test_packed_training_rows_from_the_config(data_dir, tmp_path):
+    # 128-token rows, mostly with shorter targets (short_seq_prob 0.8): rows with room to share.
+    data = tmp_path / "data"
+    prepare.prepare(
+        str(pathlib.Path(data_dir).parent / "corpus.txt"),
+        str(data),
+        vocab_file=os.path.join(data_dir, "vocab.txt"),
+        max_seq_length=128,
+        max_predictions_per_seq=20,
+        short_seq_prob=0.8,
+        dupe_factor=1,
+        eval_fraction=0.2,
+    )
+
+    def config_128(**kw):
+        config = small_config(str(data), **kw)
+        config.data.update(max_seq_length=128, max_predictions_per_seq=20)
+        config.model.max_position_embeddings = 128
+        return config
+
+    plain = train.train_and_evaluate(
+        config_128(stop_at_step=1), str(tmp_path / "plain"), log=lambda s: None
+    )
+    config = config_128(num_train_steps=4)
+    config.data.pack_sequences = 3
+    res = train.train_and_evaluate(config, str(tmp_path / "packed"), log=lambda s: None)
+    stats = json.loads((data / "packed3" / "stats.json").read_text())
+    assert stats["rows"] < stats["instances"], stats  # (the recipe's rows are mostly full)
+    assert stats["token_fill_packed"] > stats["token_fill_unpacked"]
+    # Held-out data stays unpacked: same init, same numbers at step 0.
+    assert res["start"] == plain["start"]
+    assert res["step"] == 4 and np.isfinite(res["end"]["loss"])
+    saved = json.loads((tmp_path / "packed" / "config.json").read_text())["data"]
+    assert saved["train_files"] == str(data / "packed3" / "train-*.tfrecord")

@@ -33,19 +33,25 @@ _FILES_CHECKED = 16  # files whose first record is checked when the pipeline is 
 
 
 def feature_spec(
-    max_seq_length: int, max_predictions_per_seq: int
+    max_seq_length: int, max_predictions_per_seq: int, packed: int = 0
 ) -> dict[str, tf.io.FixedLenFeature]:
-    """The parse spec of the original tool's TFRecords (int64 except the float weights)."""
+    """The parse spec of the original tool's TFRecords (int64 except the float weights); with
+    `packed` = K, of rows packed with up to K instances each (data/packing.py)."""
     seq, pred = [max_seq_length], [max_predictions_per_seq]
-    return {
+    spec = {
         "input_ids": tf.io.FixedLenFeature(seq, tf.int64),
         "input_mask": tf.io.FixedLenFeature(seq, tf.int64),
         "segment_ids": tf.io.FixedLenFeature(seq, tf.int64),
         "masked_lm_positions": tf.io.FixedLenFeature(pred, tf.int64),
         "masked_lm_ids": tf.io.FixedLenFeature(pred, tf.int64),
         "masked_lm_weights": tf.io.FixedLenFeature(pred, tf.float32),
-        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+        "next_sentence_labels": tf.io.FixedLenFeature([packed or 1], tf.int64),
     }
+    if packed:
+        spec["position_ids"] = tf.io.FixedLenFeature(seq, tf.int64)
+        spec["next_sentence_positions"] = tf.io.FixedLenFeature([packed], tf.int64)
+        spec["next_sentence_weights"] = tf.io.FixedLenFeature([packed], tf.float32)
+    return spec
 
 
 def list_files(file_pattern: str | Sequence[str]) -> list[str]:
@@ -88,6 +94,11 @@ def check_record_lengths(
             f"format (features {list(FEATURE_NAMES)})?"
         )
     masked = "masked_lm_positions" in found
+    if dynamic_masking and "position_ids" in found:
+        raise ValueError(
+            f"{path} holds packed rows, which carry static masks; turn dynamic_masking off "
+            "(or data.pack_sequences)."
+        )
     if dynamic_masking and masked:
         raise ValueError(
             f"{path} holds statically masked instances, but dynamic_masking was requested: its "
@@ -184,7 +195,8 @@ def pretraining_dataset(
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
-    spec = feature_spec(max_seq_length, max_predictions_per_seq)
+    packed = found.get("next_sentence_labels", 0) if "position_ids" in found else 0
+    spec = feature_spec(max_seq_length, max_predictions_per_seq, packed)
     if dynamic_on:
         spec = {k: v for k, v in spec.items() if not k.startswith("masked_lm")}
         if "word_starts" in found and dynamic_masking.whole_word != "none":
@@ -196,7 +208,8 @@ def pretraining_dataset(
         out = {
             name: tf.cast(x, tf.int32) if x.dtype == tf.int64 else x for name, x in features.items()
         }
-        out["next_sentence_labels"] = tf.squeeze(out["next_sentence_labels"], axis=1)
+        if not packed:
+            out["next_sentence_labels"] = tf.squeeze(out["next_sentence_labels"], axis=1)
         return out
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
