@@ -28,7 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from bert_jax import checkpoints, heads, losses, optim, parallel, train
+from bert_jax import checkpoints, heads, inputs, losses, optim, parallel, train
 from bert_jax.data.tasks import common, registry
 from bert_jax.model import BertConfig
 from bert_jax.pretrained import BertTokenizer
@@ -362,12 +362,17 @@ def finetune(
         end_of_epoch(start)
     t_start = time.time()
     stop = min(t.stop_at_step or total, total)
+
+    def batch_of(step: int):  # runs up to train.prefetch_batches steps ahead
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = epoch_order(n_train, t.seed, epoch)
+        rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
+        return par.put_batch(device_arrays(features["train"], rows))
+
+    batches = inputs.prefetch(iter(range(start, stop)), t.get("prefetch_batches", 0), batch_of)
     try:
         for step in range(start, stop):
-            epoch, offset = divmod(step, steps_per_epoch)
-            order = epoch_order(n_train, t.seed, epoch)
-            rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
-            state, metrics = par.train(state, par.put_batch(device_arrays(features["train"], rows)))
+            state, metrics = par.train(state, next(batches))
             done = step + 1
             if done % t.log_every == 0 or done % steps_per_epoch == 0:
                 m = {k: float(v) for k, v in jax.device_get(par.get_metrics(metrics)).items()}
@@ -389,6 +394,7 @@ def finetune(
             elif done == stop or ckpt.manager.should_save(done):
                 ckpt.save(done, par.get_state(state), force=True)
     finally:
+        batches.close()  # stops the prefetch thread
         ckpt.close()
         writer.close()
     if stop < total:

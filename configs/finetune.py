@@ -145,6 +145,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
     config.train.parallel = "auto"
     config.train.log_every = 50
+    # Batches gathered and copied to the devices ahead of their step, in a background thread
+    # (0: each batch when its step starts).
+    config.train.prefetch_batches = 2
     # Save the train state every this many steps within an epoch (0: at epoch ends only).
     config.train.checkpoint_every = 0
     # Stop every run at this step (0: run to the end); rerunning without it continues.

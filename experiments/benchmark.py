@@ -86,7 +86,7 @@ def matmul_peak(dtype: str) -> float:
     return 2 * n**3 / min(times)
 
 
-def _time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
+def time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
     """(compile seconds, median step seconds, final state) of a jitted step."""
     import jax  # noqa: PLC0415
 
@@ -126,7 +126,7 @@ def bert_config(size: str, vocab: int, seq: int, dtype: str = "float32", sets=()
     return BertConfig.from_dict({k: v for k, v in model.items() if k != "size"}), fields
 
 
-def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
+def random_batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     """Random full-length pairs with `predictions` distinct masked positions each."""
     import numpy as np  # noqa: PLC0415
 
@@ -144,7 +144,7 @@ def _batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dict:
     }
 
 
-def _hf_batch(b: dict) -> dict:
+def hf_batch(b: dict) -> dict:
     """The same batch in the form Hugging Face's head reads: labels at every position, a mask
     that is 1 at the masked positions."""
     import numpy as np  # noqa: PLC0415
@@ -174,7 +174,7 @@ def our_step(config, batches: list[dict], steps: int) -> dict:
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
     batches = [jax.device_put(b) for b in batches]
     step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx), donate_argnums=0)
-    compile_s, step_s, memory = _time_steps(step, state, batches, steps)
+    compile_s, step_s, memory = time_steps(step, state, batches, steps)
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
 
 
@@ -225,8 +225,8 @@ def hf_step(config, batches: list[dict], steps: int) -> dict | None:
         return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
-    batches = [jax.device_put(_hf_batch(b)) for b in batches]
-    compile_s, step_s, memory = _time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
+    batches = [jax.device_put(hf_batch(b)) for b in batches]
+    compile_s, step_s, memory = time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory,
             "transformers": transformers.__version__}  # fmt: skip
 
@@ -292,7 +292,9 @@ def main(argv: list[str]) -> None:
     peak = matmul_peak(peak_dtype)
     rng = np.random.default_rng(0)
     # Both steps train on these two batches, alternately.
-    batches = [_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)]
+    batches = [
+        random_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)
+    ]
     ours = our_step(config, batches, FLAGS.steps)
     hf = hf_step(config, batches, FLAGS.steps) if FLAGS.reference else None
     # The peak is measured before and after the steps, and the higher one kept.

@@ -102,7 +102,7 @@ def plain_step(config, batches: list, steps: int) -> float:
 
     import benchmark  # noqa: PLC0415
 
-    return benchmark._time_steps(step, state, batches, steps)[1]
+    return benchmark.time_steps(step, state, batches, steps)[1]
 
 
 def _time(f, *shapes) -> float:
@@ -172,9 +172,8 @@ def main(argv: list[str]) -> None:
     config, _ = benchmark.bert_config(FLAGS.size, 30522, FLAGS.seq)
     preds = common.max_predictions(FLAGS.seq)
     rng = np.random.default_rng(0)
-    batches = [
-        benchmark._batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)
-    ]
+    vocab = config.vocab_size
+    batches = [benchmark.random_batch(rng, vocab, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)]
 
     peak = benchmark.matmul_peak("float32")
     ours = benchmark.our_step(config, batches, FLAGS.steps)["step_s"]

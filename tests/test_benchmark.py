@@ -26,8 +26,8 @@ def test_flops_formula_by_hand():
 
 def test_hugging_face_step_gets_the_same_batch():
     rng = np.random.default_rng(0)
-    ours = benchmark._batch(rng, vocab=500, seq=16, batch=3, predictions=4)
-    hf = benchmark._hf_batch(ours)
+    ours = benchmark.random_batch(rng, vocab=500, seq=16, batch=3, predictions=4)
+    hf = benchmark.hf_batch(ours)
     rows = np.arange(3)[:, None]
     np.testing.assert_array_equal(hf["labels"][rows, ours["masked_lm_positions"]],
                                   ours["masked_lm_ids"])  # fmt: skip

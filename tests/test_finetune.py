@@ -134,9 +134,11 @@ def test_resume_after_stop_is_exact(vocab_file, tmp_path):
     config.train.num_epochs = 2
     straight = finetune_sweep.run(config, str(tmp_path / "a"), log=lambda s: None)
     config.train.stop_at_step = 13  # mid-epoch (9 steps per epoch)
+    config.train.prefetch_batches = 0  # (the straight run prefetches 2: same batches)
     stopped = finetune_sweep.run(config, str(tmp_path / "b"), log=lambda s: None)
     assert stopped == {"stopped_at_step": 13}
     config.train.stop_at_step = 0
+    config.train.prefetch_batches = 2
     resumed = finetune_sweep.run(config, str(tmp_path / "b"), log=lambda s: None)
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     b = json.loads((tmp_path / "b" / "results.json").read_text())

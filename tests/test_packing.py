@@ -1,6 +1,8 @@
 """Sequence packing: rows of several instances give each instance exactly its unpacked result."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +91,10 @@ def test_pack_keeps_every_token_and_label():
     rows = zip(feats["input_ids"], feats["input_mask"], strict=True)
     want = [tuple(ids[m > 0]) for ids, m in rows]
     assert sorted(seen) == sorted(want)
+    # Rows come shuffled: best-fit decreasing opens them in order of their first instance's
+    # length, longest first, and a shuffle buffer would not undo that.
+    first = (packed["input_mask"] == 1).sum(axis=1)
+    assert np.any(np.diff(first) > 0), first
     rows_ids = np.take_along_axis(packed["input_ids"], packed["masked_lm_positions"], 1)
     shown = rows_ids[packed["masked_lm_weights"] > 0]
     orig = np.take_along_axis(feats["input_ids"], feats["masked_lm_positions"], 1)
@@ -159,3 +165,15 @@ def test_pack_files_reads_back_through_the_pipeline_and_is_idempotent(tmp_path):
     # Another K in the same directory would mix files: refused, naming the fix.
     with pytest.raises(ValueError, match="other input"):
         packing.pack_files(sorted(map(str, src.glob("train-*"))), str(src / "packed3"), 2)
+
+
+def test_command_line(tmp_path):
+    _write(tmp_path / "train-0.tfrecord", instances(n=20))
+    out = subprocess.run(
+        [sys.executable, "-m", "bert_jax.data.packing", f"--input={tmp_path}/train-*.tfrecord",
+         f"--output_dir={tmp_path}/packed2", "--max_per_row=2"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    stats = json.loads((tmp_path / "packed2" / "stats.json").read_text())
+    assert f"20 instances -> {stats['rows']} rows" in out.stdout
+    assert stats["args"] == {"files": ["train-0.tfrecord"], "max_per_row": 2}

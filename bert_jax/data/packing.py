@@ -71,9 +71,10 @@ def assign_rows(
     return rows
 
 
-def pack(features: dict[str, np.ndarray], max_per_row: int) -> dict[str, np.ndarray]:
+def pack(features: dict[str, np.ndarray], max_per_row: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Packed rows ([R, ...] arrays, the record format above) of unpacked instances ([N, ...]
-    arrays of the original format, statically masked)."""
+    arrays of the original format, statically masked), in an order shuffled by `seed` (best-fit
+    decreasing makes them longest first, and a shuffle buffer would not undo that)."""
     if max_per_row < 1:
         raise ValueError(f"max_per_row={max_per_row}; it must be >= 1.")
     if is_packed(features):
@@ -84,6 +85,7 @@ def pack(features: dict[str, np.ndarray], max_per_row: int) -> dict[str, np.ndar
     lengths = features["input_mask"].sum(axis=1)
     n_pred = (features["masked_lm_weights"] > 0).sum(axis=1)
     rows = assign_rows(lengths, n_pred, seq, max_per_row, pred)
+    rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
     r = len(rows)
     out = {
         name: np.zeros((r, seq), np.int64)
@@ -144,7 +146,7 @@ def pack_files(files: list[str], output_dir: str, max_per_row: int) -> dict:
     run at once). The files appear together: written in a hidden directory, then renamed."""
     out = pathlib.Path(output_dir)
     stats_file = out / "stats.json"
-    args = {"files": [os.fspath(f) for f in files], "max_per_row": max_per_row}
+    args = {"files": [os.path.basename(f) for f in files], "max_per_row": max_per_row}
     if stats_file.exists():
         stats = json.loads(stats_file.read_text())
         if stats["args"] != args:
@@ -158,11 +160,11 @@ def pack_files(files: list[str], output_dir: str, max_per_row: int) -> dict:
     work = out.parent / f".{out.name}.partial"
     work.mkdir(parents=True, exist_ok=True)
     totals = {"instances": 0, "rows": 0, "tokens": 0, "unpacked_slots": 0, "slots": 0}
-    for path in files:
+    for index, path in enumerate(files):
         features = read_records(path)
         if not features:
             continue
-        packed = pack(features, max_per_row)
+        packed = pack(features, max_per_row, seed=index)
         with records.RecordWriter(work / os.path.basename(path)) as writer:
             writer.write_batch(packed)
         totals["instances"] += len(features["input_ids"])
@@ -210,24 +212,27 @@ def pack_pattern(pattern: str, max_per_row: int) -> str:
     return target
 
 
-_INPUT = flags.DEFINE_string("input", None, "Training TFRecords (glob) of the original format.")
-_OUTPUT = flags.DEFINE_string("output_dir", None, "Where the packed files go (same names).")
-_K = flags.DEFINE_integer("max_per_row", 3, "Most instances per row.")
+def _define_flags() -> None:
+    flags.DEFINE_string("input", None, "Training TFRecords (glob) of the original format.")
+    flags.DEFINE_string("output_dir", None, "Where the packed files go (same names).")
+    flags.DEFINE_integer("max_per_row", 3, "Most instances per row.")
+    flags.mark_flags_as_required(["input", "output_dir"])
 
 
 def main(argv: list[str]) -> None:
     del argv
     from bert_jax.data import pipeline  # noqa: PLC0415
 
-    stats = pack_files(pipeline.list_files(_INPUT.value), _OUTPUT.value, _K.value)
+    f = flags.FLAGS
+    stats = pack_files(pipeline.list_files(f.input), f.output_dir, f.max_per_row)
     print(
         f"{stats['instances']} instances -> {stats['rows']} rows "
         f"({stats['instances_per_row']:.3f} per row); real tokens fill "
         f"{stats['token_fill_unpacked']:.1%} of the unpacked rows, "
-        f"{stats['token_fill_packed']:.1%} of the packed ones. Wrote {_OUTPUT.value}/"
+        f"{stats['token_fill_packed']:.1%} of the packed ones. Wrote {f.output_dir}/"
     )
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["input", "output_dir"])
+    _define_flags()
     app.run(main)
