@@ -67,7 +67,7 @@ def resolve_data(
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
         d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")
-    if d.get("pack_sequences", 0) > 1:
+    if d.pack_sequences > 1:  # (train.check_config refuses it with dynamic masking)
         _pack_training_files(d)
     return config
 
@@ -77,11 +77,6 @@ def _pack_training_files(d: ml_collections.ConfigDict) -> None:
     them). Eval files stay unpacked, so held-out metrics are per instance as always."""
     from bert_jax.data import packing  # noqa: PLC0415
 
-    if d.dynamic_masking:
-        raise ValueError(
-            "data.pack_sequences packs statically masked records; set data.dynamic_masking=False "
-            "or data.pack_sequences=0."
-        )
     names = ["train_files"]
     if d.phase2_step:
         if not d.phase2_train_files and d.phase2_dir:

@@ -239,6 +239,14 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
     if t.prefetch_batches < 0:
         raise ValueError(f"train.prefetch_batches={t.prefetch_batches}; use 0 (off) or more.")
+    if d.pack_sequences < 0:
+        raise ValueError(f"data.pack_sequences={d.pack_sequences}; use 0 (off) or 2 and more.")
+    if d.pack_sequences > 1 and (config.model.causal or d.dynamic_masking):
+        raise ValueError(
+            f"data.pack_sequences={d.pack_sequences} packs statically masked instances for a "
+            "bidirectional model; it cannot be combined with model.causal=True or "
+            "data.dynamic_masking=True. Set data.pack_sequences=0."
+        )
     # The architecture (heads dividing hidden, dtype, ...) before anything is built; the vocab
     # size may still be 0 here (read from the vocab file later).
     fields = {k: v for k, v in config.model.items() if k != "size"}

@@ -217,6 +217,7 @@ def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
             "phase 2 would never start",
         ),  # fmt: skip
         ({"train.batch_size": 9}, "batch_size=9 is not divisible by the 8 devices"),
+        ({"data.pack_sequences": 3, "model.causal": True}, "pack_sequences=3 packs"),
     ],
 )
 def test_config_errors_name_the_field(data_dir, overrides, message):
