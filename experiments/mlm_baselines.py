@@ -1,0 +1,112 @@
+r"""How well do simple counts predict the masked tokens of held-out data? A floor for MLM accuracy.
+
+    python experiments/mlm_baselines.py --data=runs/sweeps/table6_mini/data
+
+Reads the training instances of a `prepare` directory (their original tokens: masked_lm_ids
+put back), counts tokens, (left neighbour, token) pairs and (left, right neighbour, token)
+triples, and scores the masked positions of eval.tfrecord with three predictors:
+  unigram       always the most frequent token (and the add-one unigram perplexity)
+  left_bigram   the most frequent token after the left neighbour (else unigram)
+  neighbours    the most frequent token between the left and right neighbours (else
+                left_bigram); the neighbours are read as the model sees them, [MASK] included
+A model whose held-out MLM accuracy is below `neighbours` has not yet learnt what counting two
+neighbours gives; one below `left_bigram` is still near the unigram plateau.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("data", None, "A directory written by bert_jax.data.prepare.")
+    flags.DEFINE_integer("max_instances", 0, "Training instances counted (0: all).")
+    flags.mark_flag_as_required("data")
+
+
+def original_tokens(features: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Each instance's real tokens with the masked ones put back."""
+    ids = features["input_ids"].copy()
+    rows = np.arange(len(ids))[:, None]
+    real = features["masked_lm_weights"] > 0
+    positions = np.where(real, features["masked_lm_positions"], 0)
+    ids[rows, positions] = np.where(real, features["masked_lm_ids"], ids[rows, positions])
+    return [row[: int(n)] for row, n in zip(ids, features["input_mask"].sum(1), strict=True)]
+
+
+def count(instances: list[np.ndarray]) -> tuple:
+    unigram = collections.Counter()
+    left = collections.defaultdict(collections.Counter)
+    both = collections.defaultdict(collections.Counter)
+    for ids in instances:
+        t = ids.tolist()
+        unigram.update(t)
+        for a, b in zip(t[:-1], t[1:], strict=True):
+            left[a][b] += 1
+        for a, b, c in zip(t[:-2], t[1:-1], t[2:], strict=True):
+            both[a, c][b] += 1
+    return unigram, left, both
+
+
+def score(counts: tuple, features: dict[str, np.ndarray], vocab_size: int) -> dict[str, float]:
+    unigram, left, both = counts
+    top = unigram.most_common(1)[0][0]
+    total = sum(unigram.values())
+    best_left = {a: c.most_common(1)[0][0] for a, c in left.items()}
+    best_both = {k: c.most_common(1)[0][0] for k, c in both.items()}
+    hits = collections.Counter()
+    nll, n = 0.0, 0
+    for ids, mask, positions, targets, weights in zip(
+        features["input_ids"], features["input_mask"], features["masked_lm_positions"],
+        features["masked_lm_ids"], features["masked_lm_weights"], strict=True,
+    ):  # fmt: skip
+        length = int(mask.sum())
+        for p, t in zip(positions[weights > 0], targets[weights > 0], strict=True):
+            a = int(ids[p - 1]) if p > 0 else None
+            c = int(ids[p + 1]) if p + 1 < length else None
+            guess_left = best_left.get(a, top)
+            hits["unigram"] += t == top
+            hits["left_bigram"] += t == guess_left
+            hits["neighbours"] += t == best_both.get((a, c), guess_left)
+            nll -= np.log((unigram[int(t)] + 1) / (total + vocab_size))
+            n += 1
+    out = {f"{k}_accuracy": round(hits[k] / n, 4) for k in ("unigram", "left_bigram", "neighbours")}
+    out["unigram_perplexity"] = round(float(np.exp(nll / n)), 2)
+    out["predictions"] = n
+    return out
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from bert_jax import inputs  # noqa: PLC0415
+    from bert_jax.data import packing, pipeline  # noqa: PLC0415
+
+    train = {}
+    for path in pipeline.list_files(os.path.join(FLAGS.data, "train-*.tfrecord")):
+        for k, v in packing.read_records(path).items():
+            train.setdefault(k, []).append(v)
+    train = {k: np.concatenate(v) for k, v in train.items()}
+    if FLAGS.max_instances:
+        train = {k: v[: FLAGS.max_instances] for k, v in train.items()}
+    counts = count(original_tokens(train))
+    held_out = packing.read_records(os.path.join(FLAGS.data, "eval.tfrecord"))
+    vocab = inputs.count_vocab(os.path.join(FLAGS.data, "vocab.txt"))
+    result = {"data": FLAGS.data, "train_instances": len(train["input_ids"])}
+    print(json.dumps({**result, **score(counts, held_out, vocab)}))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

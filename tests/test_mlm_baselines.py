@@ -1,0 +1,47 @@
+"""experiments/mlm_baselines.py: count-based floors for held-out masked-token accuracy."""
+
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+import mlm_baselines  # noqa: E402
+
+MASK, S = 4, 12
+
+
+def _instances(n, rng, vocab=40):
+    """Token t+1 always follows token t: the left neighbour decides every token."""
+    starts = rng.integers(5, vocab - S, n)
+    ids = starts[:, None] + np.arange(S)[None]
+    ids[:, 0] = 2  # [CLS]
+    positions = rng.integers(2, S - 1, (n, 1))
+    targets = np.take_along_axis(ids, positions, 1)
+    masked = ids.copy()
+    np.put_along_axis(masked, positions, MASK, 1)
+    return {
+        "input_ids": masked,
+        "input_mask": np.ones_like(ids),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": targets,
+        "masked_lm_weights": np.ones(positions.shape, np.float32),
+    }
+
+
+def test_counts_restore_tokens_and_score_each_predictor():
+    rng = np.random.default_rng(0)
+    train, held_out = _instances(300, rng), _instances(50, rng)
+    tokens = mlm_baselines.original_tokens(train)
+    assert all((np.diff(t[1:]) == 1).all() for t in tokens)  # [MASK] put back everywhere
+    result = mlm_baselines.score(mlm_baselines.count(tokens), held_out, vocab_size=40)
+    assert result["predictions"] == 50
+    assert result["left_bigram_accuracy"] == 1.0 and result["neighbours_accuracy"] == 1.0
+    assert result["unigram_accuracy"] < 0.3
+    # Add-one unigram perplexity over the held-out targets, from the raw token counts.
+    values, counts = np.unique(np.concatenate(tokens), return_counts=True)
+    freq = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    targets = held_out["masked_lm_ids"][:, 0].tolist()
+    probs = [(freq.get(t, 0) + 1) / (300 * S + 40) for t in targets]
+    expect = float(np.exp(-np.mean(np.log(probs))))
+    assert result["unigram_perplexity"] == round(expect, 2)
