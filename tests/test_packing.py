@@ -160,8 +160,11 @@ def test_pack_files_reads_back_through_the_pipeline_and_is_idempotent(tmp_path):
     bad = dict(batch, position_ids=batch["position_ids"] + S)
     with pytest.raises(ValueError, match=r"position_ids\[0, 0\] = 24"):
         inputs.check_batch(bad, CFG.vocab_size, "packed batch")
+    packed_file = str(src / "packed3" / "train-0.tfrecord")
     with pytest.raises(ValueError, match="packed rows"):
-        packing.read_records(str(src / "packed3" / "train-0.tfrecord"))
+        packing.read_records(packed_file)
+    with pytest.raises(ValueError, match="packed rows, which carry static masks"):
+        pipeline.check_record_lengths(packed_file, S, P, dynamic_masking=True)
     # Another K in the same directory would mix files: refused, naming the fix.
     with pytest.raises(ValueError, match="other input"):
         packing.pack_files(sorted(map(str, src.glob("train-*"))), str(src / "packed3"), 2)

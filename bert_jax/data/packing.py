@@ -31,9 +31,6 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
-PACKED_FEATURES = ("position_ids", "next_sentence_positions", "next_sentence_weights")
-
-
 def is_packed(features) -> bool:
     """Whether a batch (or a record's feature names) holds packed rows."""
     return "position_ids" in features

@@ -96,8 +96,8 @@ def check_record_lengths(
     masked = "masked_lm_positions" in found
     if dynamic_masking and "position_ids" in found:
         raise ValueError(
-            f"{path} holds packed rows, which carry static masks; turn dynamic_masking off "
-            "(or data.pack_sequences)."
+            f"{path} holds packed rows, which carry static masks; turn dynamic_masking off, or "
+            "read the unpacked files."
         )
     if dynamic_masking and masked:
         raise ValueError(
