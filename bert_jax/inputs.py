@@ -59,10 +59,7 @@ def resolve_data(
                 vocab = d.vocab_file or os.path.join(d.dir, "vocab.txt")
                 build(d.phase2_dir, vocab, d.phase2_max_seq_length,
                       d.phase2_max_predictions_per_seq)  # fmt: skip
-        if jax.process_count() > 1:  # the other hosts wait until the data exists
-            from jax.experimental import multihost_utils  # noqa: PLC0415
-
-            multihost_utils.sync_global_devices("bert_jax: data prepared")
+        _others_wait("bert_jax: data prepared")
     if d.dir:
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
@@ -82,14 +79,18 @@ def _pack_training_files(d: ml_collections.ConfigDict) -> None:
         if not d.phase2_train_files and d.phase2_dir:
             d.phase2_train_files = os.path.join(d.phase2_dir, "train-*.tfrecord")
         names.append("phase2_train_files")
+    pack = packing.pack_pattern if jax.process_index() == 0 else packing.packed_pattern
     for name in names:
-        if jax.process_index() == 0:
-            packing.pack_pattern(d[name], d.pack_sequences)
-        d[name] = packing.packed_pattern(d[name], d.pack_sequences)
+        d[name] = pack(d[name], d.pack_sequences)
+    _others_wait("bert_jax: data packed")
+
+
+def _others_wait(what: str) -> None:
+    """With several hosts, all wait here until process 0 (which writes the data) gets here."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
-        multihost_utils.sync_global_devices("bert_jax: data packed")
+        multihost_utils.sync_global_devices(what)
 
 
 def _dataset(

@@ -1,5 +1,6 @@
 """Sequence packing: rows of several instances give each instance exactly its unpacked result."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,19 +13,10 @@ import pytest
 from bert_jax import inputs, losses, train
 from bert_jax.data import packing, pipeline, records
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import BertConfig
+from tests import test_train
 
-CFG = BertConfig(
-    vocab_size=64,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=32,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    initializer_range=0.2,  # sharp attention: a leak between instances would show
-)
+# The train tests' tiny model, with sharp attention: a leak between instances would show.
+CFG = dataclasses.replace(test_train.CFG, initializer_range=0.2)
 S, P = 24, 4
 
 
@@ -103,8 +95,6 @@ def test_pack_keeps_every_token_and_label():
 
 @pytest.mark.parametrize("attention", ["einsum", "dot"])
 def test_packed_rows_give_the_unpacked_losses_and_gradients(attention):
-    import dataclasses  # noqa: PLC0415
-
     model = BertForPreTraining(dataclasses.replace(CFG, attention=attention))
     feats = instances()
     unpacked, packed = as_batch(feats), as_batch(packing.pack(feats, max_per_row=3))
