@@ -17,6 +17,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from bert_jax.data import packing
+
 
 def count_vocab(vocab_file: str) -> int:
     with open(vocab_file, encoding="utf-8") as f:
@@ -72,8 +74,6 @@ def resolve_data(
 def _pack_training_files(d: ml_collections.ConfigDict) -> None:
     """data.pack_sequences: train on packed twins of the training files (made once, next to
     them). Eval files stay unpacked, so held-out metrics are per instance as always."""
-    from bert_jax.data import packing  # noqa: PLC0415
-
     names = ["train_files"]
     if d.phase2_step:
         if not d.phase2_train_files and d.phase2_dir:
@@ -209,7 +209,7 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
                              f"{ids.shape[0]}; the records are malformed.")  # fmt: skip
     vocab_fix = "the data was made with another vocabulary: set data.vocab_file to its vocab.txt."
     refuse("input_ids", ids, 0, vocab_size, vocab_fix)
-    if "position_ids" in batch:  # packed rows: input_mask numbers the sequences of a row
+    if packing.is_packed(batch):  # input_mask numbers the sequences of a row
         packed = batch["next_sentence_positions"].shape[1]
         refuse("input_mask", mask, 0, packed + 1, f"packed rows hold at most {packed} sequences.")
         for name in ("position_ids", "next_sentence_positions"):

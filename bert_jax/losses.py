@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bert_jax.data import packing
+
 Array = jax.Array
 
 
@@ -63,7 +65,7 @@ def pretraining_sums(
     else:
         logits, targets = outputs["mlm_logits"], batch["masked_lm_ids"]
         mlm_w = batch["masked_lm_weights"] * ex_w[:, None]
-    if "next_sentence_weights" in batch:  # packed rows: one NSP label per sequence [B, K]
+    if packing.is_packed(batch):  # one NSP label per sequence of a row [B, K]
         nsp_w = batch["next_sentence_weights"] * ex_w[:, None]
         nsp_logits, nsp_labels = outputs["nsp_logits"], batch["next_sentence_labels"]
     else:

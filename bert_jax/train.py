@@ -25,6 +25,7 @@ import optax
 from jax.sharding import Mesh
 
 from bert_jax import checkpoints, inputs, losses, optim, parallel
+from bert_jax.data import packing
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig
 from bert_jax.writers import MetricWriter
@@ -73,7 +74,7 @@ def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> 
         inputs = (losses.unmasked_input_ids(batch), batch["input_mask"], batch["segment_ids"])
     else:
         inputs = tuple(batch[k] for k in MODEL_INPUTS)
-    if "position_ids" in batch:  # packed rows (data/packing.py)
+    if packing.is_packed(batch):
         kwargs = dict(kwargs, position_ids=batch["position_ids"],
                       next_sentence_positions=batch["next_sentence_positions"])  # fmt: skip
     return model.apply({"params": params}, *inputs, **kwargs)

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax.data import dynamic
+from bert_jax.data import dynamic, packing
 from bert_jax.data.masking import MaskingConfig
 
 FEATURE_NAMES = (
@@ -94,7 +95,7 @@ def check_record_lengths(
             f"format (features {list(FEATURE_NAMES)})?"
         )
     masked = "masked_lm_positions" in found
-    if dynamic_masking and "position_ids" in found:
+    if dynamic_masking and packing.is_packed(found):
         raise ValueError(
             f"{path} holds packed rows, which carry static masks; turn dynamic_masking off, or "
             "read the unpacked files."
@@ -195,7 +196,7 @@ def pretraining_dataset(
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
-    packed = found.get("next_sentence_labels", 0) if "position_ids" in found else 0
+    packed = found.get("next_sentence_labels", 0) if packing.is_packed(found) else 0
     spec = feature_spec(max_seq_length, max_predictions_per_seq, packed)
     if dynamic_on:
         spec = {k: v for k, v in spec.items() if not k.startswith("masked_lm")}
