@@ -149,15 +149,17 @@ MINI_STEPS = 800
 
 
 def mini_pretraining(data_dir: str, steps: int = 0) -> dict[str, Any]:
-    """Overrides of configs/pretrain.py:size=tiny,demo for a mini-profile pre-training run."""
+    """Overrides of configs/pretrain.py:size=tiny,demo for a mini-profile pre-training run
+    (warmup: the first 10% of the steps)."""
+    steps = steps or MINI_STEPS
     return {
         "data.dir": data_dir,
         "train.batch_size": 32,
-        "train.num_train_steps": steps or MINI_STEPS,
+        "train.num_train_steps": steps,
         "train.eval_every": 100_000,
         "train.checkpoint_every": 100_000,
         "optimizer.learning_rate": 2e-3,
-        "optimizer.warmup_steps": 80,
+        "optimizer.warmup_steps": steps // 10,
     }
 
 
