@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from bert_jax.data import dynamic
 from bert_jax.data import dynamic, packing
 from bert_jax.data.masking import MaskingConfig
 
