@@ -363,9 +363,11 @@ def finetune(
     t_start = time.time()
     stop = min(t.stop_at_step or total, total)
 
+    order_of = functools.lru_cache(maxsize=2)(functools.partial(epoch_order, n_train, t.seed))
+
     def batch_of(step: int):  # runs up to train.prefetch_batches steps ahead
         epoch, offset = divmod(step, steps_per_epoch)
-        order = epoch_order(n_train, t.seed, epoch)
+        order = order_of(epoch)  # one permutation per epoch, not per step
         rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
         return par.put_batch(device_arrays(features["train"], rows))
 
