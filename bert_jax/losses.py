@@ -31,12 +31,17 @@ def weighted_correct(logits_BxKxC: Array, labels_BxK: Array, weights_BxK: Array)
     return jnp.sum(hits * w), jnp.sum(w)
 
 
+def visible_tokens(batch: dict[str, Array]) -> Array:
+    """[B, P] the input token at each masked position: [MASK], a random token, or the answer."""
+    return jnp.take_along_axis(jnp.asarray(batch["input_ids"]), batch["masked_lm_positions"], 1)
+
+
 def unmasked_input_ids(batch: dict[str, Array]) -> Array:
     """The original tokens of a masked instance: masked_lm_ids put back at their positions."""
     ids_BxS, pos_BxP = jnp.asarray(batch["input_ids"]), batch["masked_lm_positions"]
     rows_Bx1 = jnp.arange(ids_BxS.shape[0])[:, None]
     original_BxP = jnp.where(
-        batch["masked_lm_weights"] > 0, batch["masked_lm_ids"], ids_BxS[rows_Bx1, pos_BxP]
+        batch["masked_lm_weights"] > 0, batch["masked_lm_ids"], visible_tokens(batch)
     )
     return ids_BxS.at[rows_Bx1, pos_BxP].set(original_BxP)
 
@@ -77,6 +82,14 @@ def pretraining_sums(
     sums = {}
     sums["mlm_loss"], sums["mlm_weight"] = weighted_cross_entropy(logits, targets, mlm_w)
     sums["mlm_correct"], _ = weighted_correct(logits, targets, mlm_w)
+    # The predictions only context can make: the answer is not the token the model sees there
+    # ([MASK] or a random token; a causal LM never sees its target). A model that has learnt
+    # nothing but to copy the "kept" 10% scores 0 here while its mlm_accuracy looks like a
+    # bigram model's.
+    hidden_w = mlm_w if causal else mlm_w * (visible_tokens(batch) != targets)
+    sums["mlm_hidden_correct"], sums["mlm_hidden_weight"] = weighted_correct(
+        logits, targets, hidden_w
+    )
     sums["nsp_loss"], sums["nsp_weight"] = weighted_cross_entropy(nsp_logits, nsp_labels, nsp_w)
     sums["nsp_correct"], _ = weighted_correct(nsp_logits, nsp_labels, nsp_w)
     return sums
@@ -86,9 +99,11 @@ def pretraining_metrics(sums: dict[str, Array]) -> dict[str, Array]:
     """Means from (possibly aggregated) sums; the total loss is MLM mean + NSP mean as in BERT."""
     mlm_w = jnp.maximum(sums["mlm_weight"], 1e-8)
     nsp_w = jnp.maximum(sums["nsp_weight"], 1e-8)
+    hidden_w = jnp.maximum(sums["mlm_hidden_weight"], 1e-8)
     m = {
         "mlm_loss": sums["mlm_loss"] / mlm_w,
         "mlm_accuracy": sums["mlm_correct"] / mlm_w,
+        "mlm_hidden_accuracy": sums["mlm_hidden_correct"] / hidden_w,
         "nsp_loss": sums["nsp_loss"] / nsp_w,
         "nsp_accuracy": sums["nsp_correct"] / nsp_w,
     }

@@ -270,8 +270,9 @@ def evaluate(
 
 def _fmt(m: dict[str, float]) -> str:
     return (
-        f"loss {m['loss']:.4f}  mlm_acc {m['mlm_accuracy']:.4f}  "
-        f"nsp_acc {m['nsp_accuracy']:.4f}  mlm_loss {m['mlm_loss']:.4f}"
+        f"loss {m['loss']:.4f}  mlm_acc {m['mlm_accuracy']:.4f} (hidden "
+        f"{m.get('mlm_hidden_accuracy', np.nan):.4f})  nsp_acc {m['nsp_accuracy']:.4f}  "
+        f"mlm_loss {m['mlm_loss']:.4f}"
     )
 
 
@@ -461,7 +462,9 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
 
 def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
     rows = [f"held-out eval     {'step 0':>10} {f'step {step}':>10}"]
-    for k in ("mlm_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss", "mlm_perplexity"):
+    keys = ("mlm_accuracy", "mlm_hidden_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss",
+            "mlm_perplexity")  # fmt: skip
+    for k in keys:
         if k in start and k in end:  # (an eval_start.json written before perplexity existed)
             rows.append(f"{k:<17} {start[k]:>10.4f} {end[k]:>10.4f}")
     return "\n".join(rows)

@@ -34,10 +34,11 @@ def test_counts_restore_tokens_and_score_each_predictor():
     train, held_out = _instances(300, rng), _instances(50, rng)
     tokens = mlm_baselines.original_tokens(train)
     assert all((np.diff(t[1:]) == 1).all() for t in tokens)  # [MASK] put back everywhere
-    result = mlm_baselines.score(mlm_baselines.count(tokens), held_out, vocab_size=40)
-    assert result["predictions"] == 50
+    result = mlm_baselines.score(mlm_baselines.count(tokens), held_out, 40, MASK)
+    assert result["predictions"] == result["hidden_predictions"] == 50
     assert result["left_bigram_accuracy"] == 1.0 and result["neighbours_accuracy"] == 1.0
-    assert result["unigram_accuracy"] < 0.3
+    assert result["hidden_neighbours_accuracy"] == 1.0
+    assert result["unigram_accuracy"] == result["hidden_unigram_accuracy"] < 0.3
     # Add-one unigram perplexity over the held-out targets, from the raw token counts.
     values, counts = np.unique(np.concatenate(tokens), return_counts=True)
     freq = dict(zip(values.tolist(), counts.tolist(), strict=True))
@@ -45,3 +46,21 @@ def test_counts_restore_tokens_and_score_each_predictor():
     probs = [(freq.get(t, 0) + 1) / (300 * S + 40) for t in targets]
     expect = float(np.exp(-np.mean(np.log(probs))))
     assert result["unigram_perplexity"] == round(expect, 2)
+
+
+def test_visible_answers_are_copied_and_left_out_of_hidden_scores():
+    """Held-out targets all kept (BERT's unchanged 10%) except one behind [MASK], one behind a
+    random token: copying gets the kept ones; the hidden scores count the other two only."""
+    rng = np.random.default_rng(1)
+    train, held_out = _instances(300, rng), _instances(10, rng)
+    ids, pos = held_out["input_ids"], held_out["masked_lm_positions"]
+    np.put_along_axis(ids, pos, held_out["masked_lm_ids"], 1)  # all kept ...
+    ids[1, pos[1, 0]] = MASK  # ... but one [MASK]
+    ids[2, pos[2, 0]] = 39 if held_out["masked_lm_ids"][2, 0] != 39 else 38  # and one random
+    counts = mlm_baselines.count(mlm_baselines.original_tokens(train))
+    result = mlm_baselines.score(counts, held_out, 40, MASK)
+    assert result["hidden_predictions"] == 2
+    # The left bigram decides every token: right at the [MASK]; at the random one the
+    # predictor copies (wrong), the hidden score reads the neighbour (right).
+    assert result["left_bigram_accuracy"] == 0.9
+    assert result["hidden_left_bigram_accuracy"] == 1.0

@@ -115,12 +115,14 @@ def test_learns_a_task_only_context_solves():
     model, tx, state = setup(total_steps=10_000, learning_rate=3e-3)
     step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx))
     rng = np.random.default_rng(0)
-    accuracy = []
+    accuracy, hidden = [], []
     for _ in range(500):
         state, m = step(state, _copy_task_batch(rng))
         accuracy.append(float(m["mlm_accuracy"]))
+        hidden.append(float(m["mlm_hidden_accuracy"]))
     assert np.mean(accuracy[:50]) < 0.1, accuracy[:50]
     assert np.mean(accuracy[-20:]) > 0.95, accuracy[-20:]
+    assert hidden == accuracy  # every target is behind [MASK]: all of them are hidden
 
 
 def test_pmap_step_equals_jit_step_on_8_devices():
@@ -183,6 +185,31 @@ def test_loss_sums_hand_checked():
     np.testing.assert_allclose(s / w, -np.log(0.5), rtol=1e-6)
     hits, w = losses.weighted_correct(logits, labels, jnp.array([[1.0, 1.0]]))
     assert (float(hits), float(w)) == (1.0, 2.0)  # position 2 predicts 2, label 1
+
+
+def test_hidden_accuracy_counts_only_what_context_must_predict():
+    """Three masked positions: [MASK] (id 4), kept (the answer is visible), a random token.
+    The model copies what it sees: right at the kept one only. mlm_accuracy 1/3 hides that
+    the two predictions context must make are both wrong."""
+    ids = np.array([[2, 4, 7, 9, 3]])
+    batch = {
+        "input_ids": ids,
+        "masked_lm_positions": np.array([[1, 2, 3, 0]]),
+        "masked_lm_ids": np.array([[8, 7, 6, 0]]),
+        "masked_lm_weights": np.array([[1.0, 1.0, 1.0, 0.0]]),
+        "next_sentence_labels": np.array([0]),
+    }
+    copy_logits = jax.nn.one_hot(losses.visible_tokens(batch), 16)  # [1, 4, 16]
+    outputs = {"mlm_logits": copy_logits, "nsp_logits": jnp.zeros((1, 2))}
+    sums = losses.pretraining_sums(outputs, batch)
+    assert float(sums["mlm_hidden_weight"]) == 2.0  # [MASK] and the random 9; not the kept 7
+    m = losses.pretraining_metrics(sums)
+    np.testing.assert_allclose(m["mlm_accuracy"], 1 / 3, rtol=1e-6)
+    assert float(m["mlm_hidden_accuracy"]) == 0.0
+    # Predicting the answers everywhere: both accuracies 1.
+    outputs["mlm_logits"] = jax.nn.one_hot(batch["masked_lm_ids"], 16)
+    m = losses.pretraining_metrics(losses.pretraining_sums(outputs, batch))
+    assert float(m["mlm_accuracy"]) == 1.0 and float(m["mlm_hidden_accuracy"]) == 1.0
 
 
 def test_schedule_and_decay_mask():
