@@ -461,12 +461,12 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
 
 
 def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
-    rows = [f"held-out eval     {'step 0':>10} {f'step {step}':>10}"]
+    rows = [f"{'held-out eval':<19} {'step 0':>10} {f'step {step}':>10}"]
     keys = ("mlm_accuracy", "mlm_hidden_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss",
             "mlm_perplexity")  # fmt: skip
     for k in keys:
         if k in start and k in end:  # (an eval_start.json written before perplexity existed)
-            rows.append(f"{k:<17} {start[k]:>10.4f} {end[k]:>10.4f}")
+            rows.append(f"{k:<19} {start[k]:>10.4f} {end[k]:>10.4f}")
     return "\n".join(rows)
 
 
