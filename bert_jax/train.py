@@ -465,7 +465,7 @@ def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:
     keys = ("mlm_accuracy", "mlm_hidden_accuracy", "nsp_accuracy", "mlm_loss", "nsp_loss", "loss",
             "mlm_perplexity")  # fmt: skip
     for k in keys:
-        if k in start and k in end:  # (an eval_start.json written before perplexity existed)
+        if k in start and k in end:  # (an eval_start.json older than some of the metrics)
             rows.append(f"{k:<19} {start[k]:>10.4f} {end[k]:>10.4f}")
     return "\n".join(rows)
 
