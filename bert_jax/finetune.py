@@ -135,6 +135,29 @@ def device_arrays(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str
     return {k: features[k][rows] for k in keys}
 
 
+def trim_padding(batch: dict[str, np.ndarray], min_length: int = 16) -> dict[str, np.ndarray]:
+    """The batch cut to the shortest power of two (>= min_length) that holds its longest row.
+
+    Padding is masked out of attention, pooling and the losses, so only the cost changes; a
+    handful of lengths means a handful of compilations. Sequence-shaped arrays are the model
+    inputs ([B, S], or [B, C, S] for multiple choice) and the token head's `label` and
+    `label_weights`. Span batches stay whole: as in run_squad.py, the start/end softmax runs
+    over every position, padding included, so cutting it would change the loss.
+    """
+    if "start_position" in batch:
+        return batch
+    seq_len = batch["input_ids"].shape[-1]
+    ends = np.where(batch["input_mask"] > 0, np.arange(1, seq_len + 1), 0)  # last real token
+    longest = int(np.max(ends, initial=1))
+    length = min(seq_len, max(min_length, 1 << (longest - 1).bit_length()))
+    if length == seq_len:
+        return batch
+    keys = set(common.MODEL_INPUTS)
+    if "label_weights" in batch:
+        keys |= {"label", "label_weights"}
+    return {k: v[..., :length] if k in keys else v for k, v in batch.items()}
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The training rows of `epoch` in order: a pure function of (n, seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -369,7 +392,8 @@ def finetune(
         epoch, offset = divmod(step, steps_per_epoch)
         order = order_of(epoch)  # one permutation per epoch, not per step
         rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
-        return par.put_batch(device_arrays(features["train"], rows))
+        batch = device_arrays(features["train"], rows)
+        return par.put_batch(trim_padding(batch) if t.get("trim_padding", False) else batch)
 
     batches = inputs.prefetch(iter(range(start, stop)), t.get("prefetch_batches", 0), batch_of)
     try:

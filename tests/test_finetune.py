@@ -111,6 +111,63 @@ def test_pmap_step_equals_jit_step():
     np.testing.assert_allclose(out1["logits"], out8["logits"], atol=1e-5)
 
 
+def _padded_batch(head: str, rng, *, batch=4, seq=64, longest=20, vocab=50):
+    """Rows of 5..`longest` real tokens padded to `seq`, with the head's targets."""
+    shape = (batch, 3, seq) if head == "choice" else (batch, seq)
+    lengths = rng.integers(min(5, longest), longest + 1, shape[:-1])
+    lengths.flat[0] = longest
+    mask = (np.arange(seq) < lengths[..., None]).astype(np.int32)
+    out = {
+        "input_ids": (rng.integers(1, vocab, shape) * mask).astype(np.int32),
+        "input_mask": mask,
+        "segment_ids": np.zeros(shape, np.int32),
+    }
+    if head == "token":
+        out["label"] = (rng.integers(0, 3, shape) * mask).astype(np.int32)
+        out["label_weights"] = mask.astype(np.float32)
+    elif head == "span":
+        out["start_position"] = rng.integers(0, 5, batch).astype(np.int32)
+        out["end_position"] = out["start_position"] + 2
+    else:
+        out["label"] = rng.integers(0, 3, batch).astype(np.int32)
+    return out
+
+
+def test_span_batches_keep_their_padding():
+    """The span loss normalises over every position (run_squad.py), padding included."""
+    batch = _padded_batch("span", np.random.default_rng(0))
+    assert finetune.trim_padding(batch) is batch
+
+
+@pytest.mark.parametrize("head", ["classification", "token", "choice"])
+def test_trimmed_padding_trains_like_full_padding(head):
+    """A batch of rows up to 20 tokens long, padded to 64, is cut to 32; the train step's loss
+    and update are the same as on the full padding (no dropout: the masks differ in shape)."""
+    rng = np.random.default_rng(0)
+    batch = _padded_batch(head, rng)
+    trimmed = finetune.trim_padding(batch)
+    assert trimmed["input_ids"].shape[-1] == 32
+    for k, v in trimmed.items():
+        cut = k in ("input_ids", "input_mask", "segment_ids") or head == "token"
+        assert v.shape == (batch[k][..., :32].shape if cut else batch[k].shape), k
+    for longest, length in ((3, 16), (17, 32), (33, 64), (64, 64)):
+        cut = finetune.trim_padding(_padded_batch(head, rng, longest=longest))
+        assert cut["input_ids"].shape[-1] == length, (longest, length)
+
+    config = BertConfig(vocab_size=50, hidden_dropout_prob=0, attention_probs_dropout_prob=0,
+                        **TINY)  # fmt: skip
+    model = finetune.make_model(head, config, 3)
+    tx = optax.sgd(1.0)  # the update is the gradient (Adam's first step would amplify ~0 noise)
+    state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batch["input_ids"].shape[1:])
+    step = jax.jit(functools.partial(finetune.train_step, model=model, optimizer=tx, head=head))
+    s_full, m_full = step(jax.tree_util.tree_map(jnp.copy, state), batch)
+    s_cut, m_cut = step(state, trimmed)
+    assert float(m_cut["loss"]) == pytest.approx(float(m_full["loss"]), rel=1e-5)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(s_full["params"]), leaves(s_cut["params"]), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
