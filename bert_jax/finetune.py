@@ -164,19 +164,29 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def predict(
-    par: parallel.Parallel, params, features: dict[str, np.ndarray], batch_size: int
+    par: parallel.Parallel,
+    params,
+    features: dict[str, np.ndarray],
+    batch_size: int,
+    *,
+    trim: bool = False,
 ) -> dict[str, np.ndarray]:
     """Outputs for every row of `features`, in row order. The last batch is padded to the fixed
-    shape (one compilation) with copies of row 0 that are dropped again."""
-    n = len(features["input_ids"])
+    shape (one compilation) with copies of row 0 that are dropped again. `trim`: each batch is
+    cut as by trim_padding; token logits come back padded with zeros to the full length."""
+    n, seq_len = len(features["input_ids"]), features["input_ids"].shape[-1]
     parts = []
     for begin in range(0, n, batch_size):
         rows = np.arange(begin, min(begin + batch_size, n))
         padded = np.concatenate([rows, np.zeros(batch_size - len(rows), np.int64)])
-        out = par.eval(params, par.put_batch(device_arrays(features, padded)))
+        batch = device_arrays(features, padded)
+        out = par.eval(params, par.put_batch(trim_padding(batch) if trim else batch))
         out = jax.device_get(out)
         if par.mode == "pmap":  # [devices, per-device rows, ...] -> [rows, ...]
             out = {k: v.reshape(-1, *v.shape[2:]) for k, v in out.items()}
+        if "label_weights" in features and out["logits"].shape[1] < seq_len:  # [B, S', C]
+            missing = seq_len - out["logits"].shape[1]
+            out["logits"] = np.pad(out["logits"], ((0, 0), (0, missing), (0, 0)))
         parts.append({k: v[: len(rows)] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -311,6 +321,7 @@ def finetune(
     ready = ready or setup(config, log)
     task, features, t = ready.task, ready.features, config.train
     _check_train_config(t, config.optimizer)
+    trim = t.get("trim_padding", False)  # (configs written before the field: off)
     mode = parallel.resolve(t.parallel)
     if mode == "mesh":
         raise ValueError(
@@ -370,7 +381,7 @@ def finetune(
 
     def end_of_epoch(done: int) -> None:
         """Dev metrics of the epoch that ends at `done`; the selected model is kept."""
-        dev = _evaluate(ready, par, state["params"], t.eval_batch_size, "dev")
+        dev = _evaluate(ready, par, state["params"], t.eval_batch_size, "dev", trim=trim)
         entry = {"epoch": done // steps_per_epoch, "step": done, **dev}
         history.append(entry)
         writer.write(done, "dev", dev)
@@ -393,7 +404,7 @@ def finetune(
         order = order_of(epoch)  # one permutation per epoch, not per step
         rows = order[offset * t.batch_size : (offset + 1) * t.batch_size]
         batch = device_arrays(features["train"], rows)
-        return par.put_batch(trim_padding(batch) if t.get("trim_padding", False) else batch)
+        return par.put_batch(trim_padding(batch) if trim else batch)
 
     batches = inputs.prefetch(iter(range(start, stop)), t.get("prefetch_batches", 0), batch_of)
     try:
@@ -444,7 +455,7 @@ def finetune(
     # dev first: evaluating it sets what test predictions use (SQuAD 2.0's null threshold,
     # multi-label thresholds), tuned on the selected model's dev outputs.
     for split in sorted(set(ready.splits) - {"train"}, key=lambda s: s != "dev"):
-        outputs = predict(par, device_params, features[split], t.eval_batch_size)
+        outputs = predict(par, device_params, features[split], t.eval_batch_size, trim=trim)
         if task.has_labels(split):
             m = task.evaluate(split, ready.splits[split], features[split], outputs)
             results[split] = {k: float(v) for k, v in m.items()}
@@ -475,8 +486,10 @@ def _write_config(config: ml_collections.ConfigDict, ready: Setup, workdir: str)
         f.write(saved.to_json_best_effort(indent=2))
 
 
-def _evaluate(ready: Setup, par, params, batch_size: int, split: str) -> dict[str, float]:
-    outputs = predict(par, params, ready.features[split], batch_size)
+def _evaluate(
+    ready: Setup, par, params, batch_size: int, split: str, *, trim: bool
+) -> dict[str, float]:
+    outputs = predict(par, params, ready.features[split], batch_size, trim=trim)
     m = ready.task.evaluate(split, ready.splits[split], ready.features[split], outputs)
     return {k: float(v) for k, v in m.items()}
 

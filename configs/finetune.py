@@ -148,8 +148,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Batches gathered and copied to the devices ahead of their step, in a background thread
     # (0: each batch when its step starts).
     config.train.prefetch_batches = 2
-    # Cut each training batch to the shortest power of two >= 16 that holds its longest row
-    # (padding is masked, so only the cost changes; up to log2(S/16)+1 compilations).
+    # Cut each batch (training and prediction) to the shortest power of two >= 16 that holds
+    # its longest row (padding is masked, so only the cost changes; up to log2(S/16)+1
+    # compilations each). Span (SQuAD) batches stay whole.
     config.train.trim_padding = True
     # Save the train state every this many steps within an epoch (0: at epoch ends only).
     config.train.checkpoint_every = 0

@@ -168,6 +168,33 @@ def test_trimmed_padding_trains_like_full_padding(head):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("head", ["classification", "token", "choice"])
+def test_trimmed_prediction_matches_full_padding(head):
+    """Rows of mixed lengths (batches cut to 16, 32 or 64): the same outputs, in row order; token
+    logits come back at full length (zeros past the cut, never read: label_weights are 0)."""
+    rng = np.random.default_rng(1)
+    parts = [_padded_batch(head, rng, longest=n) for n in (12, 30, 64, 7)]
+    features = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    config = BertConfig(vocab_size=50, **TINY)
+    model = finetune.make_model(head, config, 3)
+    tx = optax.sgd(1.0)
+    state = finetune.init_state(model, tx, jax.random.PRNGKey(0), features["input_ids"].shape[1:])
+    par = parallel.Parallel(
+        "jit",
+        functools.partial(finetune.train_step, model=model, optimizer=tx, head=head),
+        functools.partial(finetune.predict_step, model=model),
+    )
+    full = finetune.predict(par, state["params"], features, 4)
+    cut = finetune.predict(par, state["params"], features, 4, trim=True)
+    assert full["logits"].shape == cut["logits"].shape
+    if head == "token":
+        real = features["input_mask"] > 0
+        np.testing.assert_allclose(cut["logits"][real], full["logits"][real], atol=1e-5)
+        assert not cut["logits"][:4, 16:].any()  # the first batch's rows were cut to 16
+    else:
+        np.testing.assert_allclose(cut["logits"], full["logits"], atol=1e-5)
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
