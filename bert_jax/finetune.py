@@ -135,6 +135,11 @@ def device_arrays(features: dict[str, np.ndarray], rows: np.ndarray) -> dict[str
     return {k: features[k][rows] for k in keys}
 
 
+def is_token_task(arrays: dict[str, np.ndarray]) -> bool:
+    """The token head's features: the only ones with per-token targets and [N, S, C] logits."""
+    return "label_weights" in arrays
+
+
 def trim_padding(batch: dict[str, np.ndarray], min_length: int = 16) -> dict[str, np.ndarray]:
     """The batch cut to the shortest power of two (>= min_length) that holds its longest row.
 
@@ -153,7 +158,7 @@ def trim_padding(batch: dict[str, np.ndarray], min_length: int = 16) -> dict[str
     if length == seq_len:
         return batch
     keys = set(common.MODEL_INPUTS)
-    if "label_weights" in batch:
+    if is_token_task(batch):
         keys |= {"label", "label_weights"}
     return {k: v[..., :length] if k in keys else v for k, v in batch.items()}
 
@@ -184,7 +189,7 @@ def predict(
         out = jax.device_get(out)
         if par.mode == "pmap":  # [devices, per-device rows, ...] -> [rows, ...]
             out = {k: v.reshape(-1, *v.shape[2:]) for k, v in out.items()}
-        if "label_weights" in features and out["logits"].shape[1] < seq_len:  # [B, S', C]
+        if is_token_task(features) and out["logits"].shape[1] < seq_len:  # [B, S', C]
             missing = seq_len - out["logits"].shape[1]
             out["logits"] = np.pad(out["logits"], ((0, 0), (0, missing), (0, 0)))
         parts.append({k: v[: len(rows)] for k, v in out.items()})

@@ -107,7 +107,7 @@ def score(
 
 def main(argv: list[str]) -> None:
     del argv
-    from bert_jax import inputs  # noqa: PLC0415
+    from bert_jax import tokenization  # noqa: PLC0415
     from bert_jax.data import packing, pipeline  # noqa: PLC0415
 
     train = {}
@@ -119,12 +119,9 @@ def main(argv: list[str]) -> None:
         train = {k: v[: FLAGS.max_instances] for k, v in train.items()}
     counts = count(original_tokens(train))
     held_out = packing.read_records(os.path.join(FLAGS.data, "eval.tfrecord"))
-    vocab_file = os.path.join(FLAGS.data, "vocab.txt")
-    vocab = inputs.count_vocab(vocab_file)
-    with open(vocab_file, encoding="utf-8") as f:
-        mask_id = [line.rstrip("\n") for line in f].index("[MASK]")
+    vocab = tokenization.read_vocab(os.path.join(FLAGS.data, "vocab.txt"))
     result = {"data": FLAGS.data, "train_instances": len(train["input_ids"])}
-    print(json.dumps({**result, **score(counts, held_out, vocab, mask_id)}))
+    print(json.dumps({**result, **score(counts, held_out, len(vocab), vocab[tokenization.MASK])}))
 
 
 if __name__ == "__main__":
