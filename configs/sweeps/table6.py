@@ -105,9 +105,14 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
 # above 1/96/12 and 8/128/16 far above all (622.20 vs 409.47); dropout off, 8/128/16 ended at
 # 402 and 1/96/12 at 403 after 800 steps: tiny models that see each token a few times
 # underfit, so dropout only slows them (as in Geiping & Goldstein's "Cramming", 2022).
-MINI_STEPS = 1600
+MINI_STEPS = 2000
 MINI_RECIPE = {
     "data.vocab_size": 2048,
+    "data.max_seq_length": 32,
+    "data.masked_lm_prob": 0.4,
+    "data.max_predictions_per_seq": 13,
+    "data.next_sentence": False,
+    "train.batch_size": 64,
     "model.hidden_dropout_prob": 0.0,
     "model.attention_probs_dropout_prob": 0.0,
 }
@@ -115,7 +120,7 @@ MINI_RECIPE = {
 
 def pretraining(arg, model: dict) -> tuple[str, dict]:
     if arg.profile == "mini":
-        return "configs/pretrain.py:size=tiny,demo,seq=64", {
+        return "configs/pretrain.py:size=tiny,demo,seq=32", {
             **model,
             **common.mini_pretraining("{root}/data", arg.steps or MINI_STEPS),
             **MINI_RECIPE,
