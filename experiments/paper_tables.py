@@ -174,7 +174,8 @@ def status_line(collected: dict[str, Any]) -> str:
     statuses = list(collected["jobs"].values())
     kinds = list(STATUSES) + sorted(set(statuses) - set(STATUSES))
     counts = ", ".join(f"{statuses.count(k)} {k}" for k in kinds)
-    commits = ", ".join(c[:12] for c in collected["git_commits"]) or "none recorded"
+    short = (c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in collected["git_commits"])
+    commits = ", ".join(short) or "none recorded"
     return (
         f"Jobs: {counts} (of {len(statuses)}); wall time of done jobs: "
         f"{_duration(collected['wall_seconds_done'])}; git commits: {commits}."
