@@ -80,28 +80,16 @@ def chain_batch(rng, table, batch: int, seq: int, predictions: int) -> dict[str,
 
 
 def train_curve(
-    *,
-    layers=1,
-    hidden=96,
-    heads=12,
-    vocab=256,
-    successors=4,
-    seq=32,
-    predictions=10,
-    batch=32,
-    steps=1600,
-    learning_rate=2e-3,
-    window=200,
-    seed=0,
-    log=print,
-) -> list[float]:
+    *, layers, hidden, heads, vocab, successors, seq, predictions, batch, steps, learning_rate,
+    window, seed=0, log=print,
+) -> list[float]:  # fmt: skip
     """Mean masked-token accuracy of each window of training steps."""
     import jax  # noqa: PLC0415
-    import ml_collections  # noqa: PLC0415
 
     from bert_jax import optim, train  # noqa: PLC0415
     from bert_jax.heads import BertForPreTraining  # noqa: PLC0415
     from bert_jax.model import BertConfig  # noqa: PLC0415
+    from configs import pretrain  # noqa: PLC0415
 
     config = BertConfig(
         vocab_size=vocab,
@@ -113,10 +101,8 @@ def train_curve(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    opt = ml_collections.ConfigDict(
-        dict(name="adamw", learning_rate=learning_rate, warmup_steps=steps // 10, b1=0.9,
-             b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip_norm=1.0, grad_accum_steps=1)
-    )  # fmt: skip
+    opt = pretrain.get_config().optimizer  # BERT's AdamW, clipping and linear schedule
+    opt.update(learning_rate=learning_rate, warmup_steps=steps // 10)
     model = BertForPreTraining(config)
     tx, _ = optim.make_optimizer(opt, steps)
     state = train.init_state(model, tx, jax.random.PRNGKey(seed), seq, predictions)
