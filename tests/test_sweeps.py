@@ -94,7 +94,7 @@ def test_table_sizes_follow_the_paper():
         for j in sweep.jobs
         if j.name.startswith("pretrain_") and "/" not in j.name
     ]
-    assert sizes == [(1, 96, 12), (2, 96, 3), (2, 96, 12), (4, 96, 12), (4, 128, 16), (8, 128, 16)]
+    assert sizes == [(1, 96, 3), (2, 96, 1), (2, 96, 3), (4, 96, 3), (4, 128, 4), (8, 128, 4)]
     paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
     assert paper.jobs[0].overrides["model.hidden_size"] == 768
     with pytest.raises(ValueError, match="profile=paper needs corpus="):
