@@ -95,6 +95,9 @@ def test_table_sizes_follow_the_paper():
         if j.name.startswith("pretrain_") and "/" not in j.name
     ]
     assert sizes == [(1, 96, 3), (2, 96, 1), (2, 96, 3), (4, 96, 3), (4, 128, 4), (8, 128, 4)]
+    # Fine-tuned at the pre-training length (32), not the other mini tables' 64.
+    lengths = {j.overrides["task.max_seq_length"] for j in sweep.jobs if "/" in j.name}
+    assert lengths == {32}
     paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
     assert paper.jobs[0].overrides["model.hidden_size"] == 768
     with pytest.raises(ValueError, match="profile=paper needs corpus="):
