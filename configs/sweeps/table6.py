@@ -82,7 +82,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
             for name, task, column in tasks:
                 overrides = {"train.seed": seed}
                 if mini:
-                    # Fine-tuned at the pre-training length: positions past 32 were never trained.
+                    # Fine-tuned at the pre-training length: later positions were never trained.
                     overrides.update(common.MINI_SENTIMENT)
                     overrides["task.max_seq_length"] = MINI_RECIPE["data.max_seq_length"]
                 cell = common.Cell(row, column, "dev.accuracy", seed)
@@ -149,6 +149,8 @@ def notes(profile: str, scale: int) -> tuple[str, ...]:
         f"here runs {MINI_STEPS:,} steps of 64 x 32 tokens (not {common.MINI_STEPS} of 32 x 128 "
         "as below), masked LM only (no NSP), 40% of the tokens masked, a 2,048-piece WordPiece "
         "vocabulary and no dropout. Perplexity on the held-out 5% of the sample's documents, "
-        "with 40% of their tokens masked. Rotten Tomatoes fine-tuned at length 32 (not 64).",
+        "with 40% of their tokens masked. Rotten Tomatoes fine-tuned at length "
+        f"{MINI_RECIPE['data.max_seq_length']} "
+        f"(not {common.MINI_SENTIMENT['task.max_seq_length']}).",
         common.MINI_NOTE,
     )
