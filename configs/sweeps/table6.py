@@ -117,9 +117,9 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
 # 0.113; perplexity 91.8), and 0.052 / 0.098 at 2,000 / 3,000 with NSP kept.
 # Dropout only slows tiny models that see each token a few times (as in Geiping & Goldstein's
 # "Cramming", 2022); 40% masking gives more predictions per row (Wettig et al., 2022).
-MINI_STEPS = 2000
+MINI_STEPS = 3000
 MINI_RECIPE = {
-    "data.vocab_size": 2048,
+    "data.vocab_size": 8192,
     "data.max_seq_length": 32,
     "data.masked_lm_prob": 0.4,
     "data.max_predictions_per_seq": 13,
