@@ -4,7 +4,9 @@ Each (batch size, learning rate, epochs) point and seed is one `finetune.finetun
 `workdir/bs<B>_lr<LR>_ep<E>/seed<S>`, sharing one featurized dataset. A finished run (its
 results.json exists) is not run again, so rerunning the command after a crash continues.
 The summary (workdir/summary.json and a printed table) ranks points by the mean over seeds of the
-task's dev metric, as the paper selects the best fine-tuning learning rate on dev.
+task's dev metric, as the paper selects the best fine-tuning learning rate on dev;
+workdir/results.json holds the best point's dev metrics (means over seeds), as a single run's
+results.json does, so a sweep job (configs/sweeps/) can fill a table cell with a grid's best.
 """
 
 from __future__ import annotations
@@ -80,8 +82,23 @@ def run(
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+        # The grid's result, shaped like one run's results.json (what sweep tables read): the
+        # best point's dev metrics, each the mean over its seeds.
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(best_point_results(runs[summary["best_point"]], summary), f, indent=2)
         log(format_summary(summary))
     return summary
+
+
+def best_point_results(by_seed: dict[int, dict], summary: dict[str, Any]) -> dict[str, Any]:
+    """{"best_point", "seeds", "dev": mean over seeds of each numeric dev metric}."""
+    devs = [by_seed[s]["dev"] for s in sorted(by_seed)]
+    numeric = [k for k, v in devs[0].items() if isinstance(v, (int, float))]
+    return {
+        "best_point": summary["best_point"],
+        "seeds": sorted(by_seed),
+        "dev": {k: float(np.mean([d[k] for d in devs])) for k in numeric},
+    }
 
 
 def summarise(runs: dict[str, dict[int, dict]], metric: str) -> dict[str, Any]:

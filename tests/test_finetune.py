@@ -311,6 +311,16 @@ def test_grid_points_and_summary(vocab_file, tmp_path):
         assert (tmp_path / "grid" / name / f"seed{seed}" / "results.json").exists()
     assert summary["best_point"] == name
     assert json.loads((tmp_path / "grid" / "summary.json").read_text()) == summary
+    results = json.loads((tmp_path / "grid" / "results.json").read_text())
+    assert results["best_point"] == name and results["seeds"] == [0, 1]
+    assert results["dev"]["accuracy"] == pytest.approx(p["mean"])
+    seed_devs = [
+        json.loads((tmp_path / "grid" / name / f"seed{s}" / "results.json").read_text())["dev"]
+        for s in (0, 1)
+    ]
+    assert set(results["dev"]) == set(seed_devs[0])  # every dev metric, each a mean over seeds
+    for key in results["dev"]:
+        assert results["dev"][key] == pytest.approx(np.mean([d[key] for d in seed_devs]))
     best = summary["points"][summary["best_point"]]["best_seed"]
     assert summary["best_model"] == str(
         tmp_path / "grid" / summary["best_point"] / f"seed{best}" / "best"
