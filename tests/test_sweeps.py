@@ -98,6 +98,9 @@ def test_table_sizes_follow_the_paper():
     # Fine-tuned at the pre-training length (32), not the other mini tables' 64.
     lengths = {j.overrides["task.max_seq_length"] for j in sweep.jobs if "/" in j.name}
     assert lengths == {32}
+    # Each size at its best fine-tuning learning rate on dev (a grid inside each job).
+    grids = {j.overrides["sweep.learning_rate"] for j in sweep.jobs if "/" in j.name}
+    assert grids == {(1e-3, 3e-4, 1e-4)}
     paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
     assert paper.jobs[0].overrides["model.hidden_size"] == 768
     with pytest.raises(ValueError, match="profile=paper needs corpus="):
