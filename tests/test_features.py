@@ -20,7 +20,10 @@ from bert_jax.pretrained import BertTokenizer
 WORDS = "the dog cat is cute sat on mat hello my and of to in it was".split()
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")
 VOCAB = [*tokenization.SPECIAL_TOKENS, *".,!?'", *LETTERS, *("##" + c for c in LETTERS), *WORDS]
-TOL = 1e-5
+# Features reach |2.5| here (initializer_range 0.5), and the same token computed in another
+# padded shape or batch (another XLA reduction order) differs by up to ~1.2e-5 in float32 (seen
+# once in CI); a vector taken from the wrong window differs by more than 1e-2 (checked below).
+TOL = 5e-5
 DIRECT_LENGTH = 32
 
 
