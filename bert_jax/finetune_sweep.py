@@ -85,17 +85,18 @@ def run(
         # The grid's result, shaped like one run's results.json (what sweep tables read): the
         # best point's dev metrics, each the mean over its seeds.
         with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(best_point_results(runs[summary["best_point"]], summary), f, indent=2)
+            json.dump(best_point_results(summary["best_point"], runs), f, indent=2)
         log(format_summary(summary))
     return summary
 
 
-def best_point_results(by_seed: dict[int, dict], summary: dict[str, Any]) -> dict[str, Any]:
-    """{"best_point", "seeds", "dev": mean over seeds of each numeric dev metric}."""
+def best_point_results(best: str, runs: dict[str, dict[int, dict]]) -> dict[str, Any]:
+    """{"best_point", "seeds", "dev": mean over its seeds of each numeric dev metric}."""
+    by_seed = runs[best]
     devs = [by_seed[s]["dev"] for s in sorted(by_seed)]
     numeric = [k for k, v in devs[0].items() if isinstance(v, (int, float))]
     return {
-        "best_point": summary["best_point"],
+        "best_point": best,
         "seeds": sorted(by_seed),
         "dev": {k: float(np.mean([d[k] for d in devs])) for k in numeric},
     }
