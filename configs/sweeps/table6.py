@@ -9,7 +9,7 @@ Profiles (`arg` keys: profile, scale, seeds, corpus, steps):
   mini   the six sizes shrunk by `scale` (default 8: H/8, L/3 and A/4 rounded up, heads 32
          wide but the 96-wide single head of 6/768/3), pre-trained 3,000 steps of 64 x 32
          tokens, masked LM only with 40% masking, the demo's 8,192-piece WordPiece vocabulary
-         and no dropout on the Wikipedia sample (see MINI_RECIPE); SST-2 -> Rotten Tomatoes,
+         and no dropout on the Wikipedia sample (common.MINI_RECIPE); SST-2 -> Rotten Tomatoes,
          fine-tuned at length 32 with the best of three learning rates on dev.
   paper  the paper's sizes, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, MRPC and SST-2
          from TFDS (scale=1).
@@ -82,9 +82,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
             for name, task, column in tasks:
                 overrides = {"train.seed": seed}
                 if mini:
-                    # Fine-tuned at the pre-training length: later positions were never trained.
                     overrides.update(common.MINI_SENTIMENT)
-                    overrides["task.max_seq_length"] = MINI_RECIPE["data.max_seq_length"]
                     # The best of these on dev, as the paper picks each model's fine-tuning
                     # learning rate: one rate fits no range of depths (at 1e-3 the 8-layer
                     # model stays at the majority class, at 3e-4 the 1-layer one does).
@@ -107,45 +105,32 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
     return common.Sweep(f"table6_{arg.profile}", table, tuple(jobs))
 
 
-# The mini profile's recipe: 32-token rows, 40% masking, MLM only and no dropout. What it is
-# for: under the earlier recipes (64 or 128 tokens, 15% masking, MLM + NSP) every size stayed
-# on the unigram plateau of the 2.5 MB corpus -- hidden-token accuracy at the most-frequent-token
-# floor, perplexities within 2% of each other, no order by size. BERT with
-# learned absolute positions is slow to discover attention to neighbouring positions, and the
-# time to do so grows with the row length: on a synthetic bigram chain of 256 token types
-# (experiments/position_plateau.py) 1/96/12 leaves the plateau near step 700 with 32-token rows
-# (masked accuracy 0.237 at step 1,600) and is still on it at step 2,400 with 64 (0.014); Hugging
-# Face's FlaxBert, too, learns nothing in 1,600 steps of the 64-token chain of 2,048 types.
-# On this corpus, 1/96/12 with 64 x 32 tokens and 40% masking reaches hidden accuracy 0.093 /
-# 0.138 / 0.153 at steps 2,000 / 3,000 / 4,000 of a 4,000-step run (the left-neighbour count:
-# 0.113; perplexity 91.8), and 0.052 / 0.098 at 2,000 / 3,000 with NSP kept.
-# Dropout only slows tiny models that see each token a few times (as in Geiping & Goldstein's
-# "Cramming", 2022); 40% masking gives more predictions per row (Wettig et al., 2022).
-# The vocabulary: with 2,048 pieces every size still sat on the plateau until step ~1,000-1,400
-# (docs/results), and the 8-layer model, the last to leave it, ended above the 4-layer one
-# (perplexity 157.71 vs 144.68 at 2,000 steps). With the demo's 8,192 pieces the models leave it
-# from the start (4/128/4: hidden accuracy 0.065 / 0.111 at steps 500 / 1,000), but at 2,000
-# steps 8/128/4 was still just above 4/128/4 (248.09 vs 242.73), hence 3,000 steps.
+# The mini profile runs common.MINI_RECIPE (32-token rows, 40% masking, MLM only, no dropout,
+# 8,192 pieces) for longer. What the recipe is for: under the earlier recipes (64 or 128 tokens,
+# 15% masking, MLM + NSP) every size stayed on the unigram plateau of the 2.5 MB corpus --
+# hidden-token accuracy at the most-frequent-token floor, perplexities within 2% of each other,
+# no order by size. BERT with learned absolute positions is slow to discover attention to
+# neighbouring positions, and the time to do so grows with the row length: on a synthetic bigram
+# chain of 256 token types (experiments/position_plateau.py) 1/96/12 leaves the plateau near
+# step 700 with 32-token rows (masked accuracy 0.237 at step 1,600) and is still on it at step
+# 2,400 with 64 (0.014); Hugging Face's FlaxBert, too, learns nothing in 1,600 steps of the
+# 64-token chain of 2,048 types. On this corpus, 1/96/12 with 64 x 32 tokens and 40% masking
+# reaches hidden accuracy 0.093 / 0.138 / 0.153 at steps 2,000 / 3,000 / 4,000 of a 4,000-step
+# run (the left-neighbour count: 0.113; perplexity 91.8), and 0.052 / 0.098 at 2,000 / 3,000
+# with NSP kept. The vocabulary: with 2,048 pieces every size still sat on the plateau until
+# step ~1,000-1,400 (docs/results), and the 8-layer model, the last to leave it, ended above the
+# 4-layer one (perplexity 157.71 vs 144.68 at 2,000 steps). With the demo's 8,192 pieces the
+# models leave it from the start (4/128/4: hidden accuracy 0.065 / 0.111 at steps 500 / 1,000),
+# but at 2,000 steps 8/128/4 was still just above 4/128/4 (248.09 vs 242.73), hence 3,000 steps.
 MINI_STEPS = 3000
 MINI_FINETUNE_LEARNING_RATES = (1e-3, 3e-4, 1e-4)
-MINI_RECIPE = {
-    "data.vocab_size": 8192,
-    "data.max_seq_length": 32,
-    "data.masked_lm_prob": 0.4,
-    "data.max_predictions_per_seq": 13,
-    "data.next_sentence": False,
-    "train.batch_size": 64,
-    "model.hidden_dropout_prob": 0.0,
-    "model.attention_probs_dropout_prob": 0.0,
-}
 
 
 def pretraining(arg, model: dict) -> tuple[str, dict]:
     if arg.profile == "mini":
-        return "configs/pretrain.py:size=tiny,demo,seq=32", {
+        return common.MINI_CONFIG, {
             **model,
             **common.mini_pretraining("{root}/data", arg.steps or MINI_STEPS),
-            **MINI_RECIPE,
         }
     return common.paper_pretraining(arg.corpus, "{root}/data", arg.steps, model)
 
@@ -156,12 +141,9 @@ def notes(profile: str, scale: int) -> tuple[str, ...]:
     sizes = ", ".join(f"{row_name(k)} -> {row_name(size(k, scale))}" for k in PAPER)
     return (
         f"Sizes shrunk by scale={scale} (rows keep the paper's names): {sizes}. Pre-training "
-        f"here runs {MINI_STEPS:,} steps of 64 x 32 tokens (not {common.MINI_STEPS} of 32 x 128 "
-        "as below), masked LM only (no NSP), 40% of the tokens masked, an 8,192-piece WordPiece "
-        "vocabulary and no dropout. Perplexity on the held-out 5% of the sample's documents, "
-        "with 40% of their tokens masked. Rotten Tomatoes fine-tuned at length "
-        f"{MINI_RECIPE['data.max_seq_length']} "
-        f"(not {common.MINI_SENTIMENT['task.max_seq_length']}), each size at the best on dev of "
-        f"the learning rates {', '.join(map(str, MINI_FINETUNE_LEARNING_RATES))}.",
+        f"here runs {MINI_STEPS:,} steps (not {common.MINI_STEPS:,} as below). Perplexity on the "
+        "held-out 5% of the sample's documents, with 40% of their tokens masked. Rotten Tomatoes "
+        "fine-tuned with each size at the best on dev of the learning rates "
+        f"{', '.join(map(str, MINI_FINETUNE_LEARNING_RATES))}.",
         common.MINI_NOTE,
     )

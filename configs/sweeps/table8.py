@@ -8,8 +8,9 @@ Each mix is one pre-training run, then fine-tuning on MNLI and NER and a feature
   python experiments/paper_tables.py --root=runs/sweeps/table8_mini --out=docs/results/table8_mini
 
 Profiles (`arg` keys: profile, seeds, corpus, steps):
-  mini   BERT-tiny (L2/H128), 800 steps of 32 x 128 tokens on the Wikipedia sample;
-         MNLI -> Rotten Tomatoes sentiment, CoNLL-2003 -> WNUT-16 (the built-in real data).
+  mini   BERT-tiny (L2/H128), 2,000 steps of 64 x 32 tokens on the Wikipedia sample with 40%
+         of the tokens predicted, each mix applied to those (common.MINI_RECIPE); MNLI -> Rotten
+         Tomatoes sentiment, CoNLL-2003 -> WNUT-16 (the built-in real data).
   paper  BERT-base, 1M steps of 256 at length 128 on `corpus=` (a Wikipedia dump: 90% of the
          paper's steps; add phase 2 with --config overrides), MNLI and CoNLL-2003 from TFDS.
 """
@@ -78,7 +79,7 @@ def pretraining(arg, mix: str, data_dir: str) -> tuple[str, dict]:
     """(config, overrides) of the pre-training run of one mix; static masks as in the paper."""
     if arg.profile == "mini":
         overrides = {**common.mini_pretraining(data_dir, arg.steps), "data.masking_split": mix}
-        return "configs/pretrain.py:size=tiny,demo", overrides
+        return common.MINI_CONFIG, overrides
     return common.paper_pretraining(arg.corpus, data_dir, arg.steps, {"data.masking_split": mix})
 
 
