@@ -187,6 +187,20 @@ def test_loss_sums_hand_checked():
     assert (float(hits), float(w)) == (1.0, 2.0)  # position 2 predicts 2, label 1
 
 
+def test_weighted_correct_equals_argmax_hits_and_counts_ties_as_hits():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 6, 50)).astype(np.float32)
+    labels = rng.integers(0, 50, (4, 6))
+    labels[:, :3] = logits[:, :3].argmax(-1)  # half of them right
+    weights = rng.random((4, 6)).astype(np.float32)
+    hits, w = losses.weighted_correct(jnp.asarray(logits), jnp.asarray(labels), weights)
+    want = np.sum((logits.argmax(-1) == labels) * weights)
+    np.testing.assert_allclose(float(hits), want, rtol=1e-6)
+    np.testing.assert_allclose(float(w), weights.sum(), rtol=1e-6)
+    tie = jnp.array([[[1.0, 3.0, 3.0]]])  # argmax says 1; label 2 shares the largest logit
+    assert float(losses.weighted_correct(tie, jnp.array([[2]]), jnp.ones((1, 1)))[0]) == 1.0
+
+
 def test_hidden_accuracy_counts_only_what_context_must_predict():
     """Three masked positions: [MASK] (id 4), kept (the answer is visible), a random token.
     The model copies what it sees: right at the kept one only. mlm_accuracy 1/3 hides that
