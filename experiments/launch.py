@@ -13,10 +13,10 @@ ROOT must be a local or network file system path (NFS) that the hosts share: the
 writes its records there. A job runs
 `python -m bert_jax.main --config=... --workdir=ROOT/NAME --config.K=V ...` and records
 ROOT/NAME/launch.json (command, git commit, host, start, end, wall time, status) and its output
-in ROOT/NAME/log.txt. A rerun skips the jobs that are done, reruns the failed and
-interrupted ones (bert_jax.main resumes them from their checkpoints), and starts a job only when
-the jobs it depends on are done. ROOT/sweep.json holds the sweep for
-experiments/paper_tables.py.
+in ROOT/NAME/log.txt. A rerun skips the jobs that are done, reruns the failed and interrupted
+ones (bert_jax.main resumes them from their checkpoints), and starts a job only when the jobs
+it depends on are done. ROOT/sweep.json holds the sweep for experiments/paper_tables.py; the
+jobs share a JAX compilation cache in ROOT/.xla_cache.
 """
 
 from __future__ import annotations
@@ -187,6 +187,18 @@ def _is_writer() -> bool:
     return True
 
 
+def job_env(root: pathlib.Path) -> dict[str, str]:
+    """The environment of a job: this one, plus a JAX compilation cache shared by the sweep's
+    jobs (ROOT/.xla_cache, unless JAX_COMPILATION_CACHE_DIR is set). Jobs of one sweep compile
+    the same programs over and over (the same model on other data, the same fine-tuning on
+    another pre-trained model); a cache hit saves 7 of a 30 s mini fine-tuning job."""
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / ".xla_cache"))
+    # Cache every program, however fast it compiled (JAX's default skips those under 1 s).
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    return env
+
+
 class Running:
     """One job in a child process, recorded in its launch.json."""
 
@@ -209,7 +221,9 @@ class Running:
             _record(root, job, self.record)
         log = open(root / job.name / "log.txt", "a")  # noqa: SIM115 (closed in finish())
         self.log = log
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=job_env(root)
+        )
 
     def finish(self) -> bool:
         code = self.proc.wait()

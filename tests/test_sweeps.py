@@ -97,7 +97,7 @@ def test_table_sizes_follow_the_paper():
     assert sizes == [(1, 96, 3), (2, 96, 1), (2, 96, 3), (4, 96, 3), (4, 128, 4), (8, 128, 4)]
     # Each size at its best fine-tuning learning rate on dev (a grid inside each job).
     grids = {j.overrides["sweep.learning_rate"] for j in sweep.jobs if "/" in j.name}
-    assert grids == {(1e-3, 3e-4, 1e-4)}
+    assert grids == {(1e-3, 3e-4)}
     paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
     assert paper.jobs[0].overrides["model.hidden_size"] == 768
     with pytest.raises(ValueError, match="profile=paper needs corpus="):
@@ -215,6 +215,16 @@ def test_config_values_round_trip_on_the_command_line():
     assert launch.config_value((0, 1, 2)) == "(0, 1, 2, )"
     assert launch.config_value(5e-5) == "5e-05"
     assert launch.config_value("80/10/10") == "80/10/10"
+
+
+def test_jobs_share_a_compilation_cache_in_the_sweep_unless_one_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("SOMETHING_ELSE", "kept")
+    env = launch.job_env(tmp_path)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / ".xla_cache")
+    assert env["SOMETHING_ELSE"] == "kept"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
+    assert launch.job_env(tmp_path)["JAX_COMPILATION_CACHE_DIR"] == "/mine"
 
 
 # --------------------------------------------------------------------------- end to end
