@@ -142,9 +142,10 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     return Job(**d)
 
 
-# The mini profiles' shared recipe (2 CPU cores, under an hour per table): BERT-tiny-sized
-# models pre-trained on the Wikipedia sample with 32-token rows, 40% masking, masked LM only and
-# no dropout, with the demo's 8,192-piece vocabulary; a learning rate high enough for small models
+# The mini profiles' shared recipe (2 CPU cores, about an hour per table: 51 min for Table 8, 62 for
+# Table 6, one job at a time, README): BERT-tiny-sized models pre-trained on the Wikipedia
+# sample with 32-token rows, 40% masking, masked LM only and no dropout, with the demo's
+# 8,192-piece vocabulary; a learning rate high enough for small models
 # and no evaluation in between. Why each choice (table6.py has the measurements): with 64- or
 # 128-token rows, 15% masking and NSP the models stayed on the unigram plateau of this 2.5 MB
 # corpus for the whole budget (hidden-token accuracy at the most-frequent-token floor, every
