@@ -156,6 +156,10 @@ def job_from_dict(d: dict[str, Any]) -> Job:
 # (Geiping & Goldstein, "Cramming", 2022). A table that varies one of these (Table 5: NSP;
 # Table 8: the masking mix) overrides it.
 MINI_CONFIG = "configs/pretrain.py:size=tiny,demo,seq=32"
+# Every mini job, pre-training and fine-tuning, rounds its matmul operands to bfloat16 with
+# float32 accumulation (model.bf16_matmul): on a CPU with bfloat16 units this cut Table 6's
+# 8-layer pre-training step by a third (docs/benchmarks.md).
+MINI_MATMUL = {"model.bf16_matmul": True}
 MINI_STEPS = 2000
 MINI_RECIPE = {
     "data.vocab_size": 8192,
@@ -166,6 +170,7 @@ MINI_RECIPE = {
     "train.batch_size": 64,
     "model.hidden_dropout_prob": 0.0,
     "model.attention_probs_dropout_prob": 0.0,
+    **MINI_MATMUL,
 }
 
 
@@ -194,12 +199,14 @@ MINI_SENTIMENT = {
     "train.num_epochs": 2,
     "optimizer.learning_rate": 1e-3,
     "train.keep_train_state": False,
+    **MINI_MATMUL,
 }
 MINI_NER = {
     "task.max_seq_length": MINI_RECIPE["data.max_seq_length"],
     "train.num_epochs": 6,
     "optimizer.learning_rate": 1e-3,
     "train.keep_train_state": False,
+    **MINI_MATMUL,
 }
 MINI_NOTE = (
     f"Mini profile: pre-training {MINI_STEPS:,} steps x 64 rows of 32 tokens (lr 2e-3), masked "

@@ -1,0 +1,126 @@
+"""Matmuls on bfloat16 operands with float32 accumulation and float32 results, forward and
+backward (the model's `matmul="bfloat16"`).
+
+What a TPU does by default with float32 matmuls, written out for CPUs with bfloat16 matrix units
+(Intel AMX, AVX512-BF16): XLA's CPU backend runs a bf16 x bf16 -> f32 dot through YNNPACK at
+several times its float32 speed (1.2-1.7 TFLOP/s against 0.27 on the 2-core development VM,
+docs/benchmarks.md), but only for a dot whose left operand is contracted on its last dimension
+(ynn_support.cc, `IsDotSupportedByYnn`). Any other dot, and every bf16 dot with a bf16 result,
+falls back to a float32 loop. Under plain autodiff the weight gradient x^T g contracts x on its
+first dimension, so this module defines the gradient itself: the weight gradient is computed
+from a physical transpose of x, which XLA cannot fold back into the dot because it goes through
+a reshape (`_transposed`).
+
+Activations, biases, softmax and LayerNorm stay float32; only the operands of the dense layers'
+and the vocabulary projection's matmuls are rounded to bfloat16.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+_BF16, _F32 = jnp.bfloat16, jnp.float32
+
+
+def _transposed(x_MxK: Array) -> Array:
+    """x^T as a row-major [K, M] array. A plain transpose would be folded into the consuming dot
+    (as a contraction over x's first dimension); split rows into blocks and transpose those, and
+    XLA materialises it."""
+    m, k = x_MxK.shape
+    block = next(b for b in (8, 4, 2, 1) if m % b == 0)
+    return x_MxK.reshape(m // block, block, k).transpose(2, 0, 1).reshape(k, m)
+
+
+def _dtype_token(x: Array) -> Array:
+    """An empty array that carries x's dtype through the residuals (a dtype is not a JAX type)."""
+    return jnp.zeros((0,), x.dtype)
+
+
+def _dot(a_MxK: Array, b_KxN: Array) -> Array:
+    return jnp.dot(a_MxK, b_KxN, preferred_element_type=_F32)
+
+
+def _dot_nt(a_MxN: Array, b_KxN: Array) -> Array:
+    """a @ b^T, contracting both on their last dimension (no transpose needed)."""
+    return lax.dot_general(a_MxN, b_KxN, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
+
+
+@jax.custom_vjp
+def matmul(x: Array, w_KxN: Array) -> Array:
+    """x[..., K] @ w[K, N] -> float32 [..., N], operands rounded to bfloat16."""
+    y, _ = _matmul_fwd(x, w_KxN)
+    return y
+
+
+def _matmul_fwd(x, w_KxN):
+    k, n = w_KxN.shape
+    x_MxK = x.reshape(-1, k).astype(_BF16)
+    w_bf = w_KxN.astype(_BF16)
+    y = _dot(x_MxK, w_bf).reshape(*x.shape[:-1], n)
+    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w_KxN))
+
+
+def _matmul_bwd(res, g):
+    x_MxK, w_bf, x_token, w_token = res
+    x_dtype, w_dtype = x_token.dtype, w_token.dtype
+    k, n = w_bf.shape
+    g_MxN = g.reshape(-1, n).astype(_BF16)
+    dx = _dot_nt(g_MxN, w_bf).reshape(*g.shape[:-1], k).astype(x_dtype)
+    dw = _dot(_transposed(x_MxK), g_MxN).astype(w_dtype)
+    return dx, dw
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+@jax.custom_vjp
+def matmul_nt(x: Array, w_NxK: Array) -> Array:
+    """x[..., K] @ w[N, K]^T -> float32 [..., N] (logits against an embedding table [V, H])."""
+    y, _ = _matmul_nt_fwd(x, w_NxK)
+    return y
+
+
+def _matmul_nt_fwd(x, w_NxK):
+    n, k = w_NxK.shape
+    x_MxK = x.reshape(-1, k).astype(_BF16)
+    w_bf = w_NxK.astype(_BF16)
+    y = _dot_nt(x_MxK, w_bf).reshape(*x.shape[:-1], n)
+    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w_NxK))
+
+
+def _matmul_nt_bwd(res, g):
+    x_MxK, w_bf, x_token, w_token = res
+    x_dtype, w_dtype = x_token.dtype, w_token.dtype
+    n, k = w_bf.shape
+    g_MxN = g.reshape(-1, n).astype(_BF16)
+    dx = _dot(g_MxN, w_bf).reshape(*g.shape[:-1], k).astype(x_dtype)
+    # dW [N, K] = g^T x, computed as (x^T g)^T with both transposes materialised: a plain `.T`
+    # of the dot's result is folded into the dot, which XLA's CPU runtime then rejects
+    # ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32"), and transposing g
+    # [M, N] (N the vocabulary) instead moves 8x more memory than x [M, K] and the result.
+    dw = _transposed(_dot(_transposed(x_MxK), g_MxN)).astype(w_dtype)
+    return dx, dw
+
+
+matmul_nt.defvjp(_matmul_nt_fwd, _matmul_nt_bwd)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`flax.linen.Dense(dot_general=...)`: the dense layer's x[..., K] @ kernel[K, N]."""
+    del precision, preferred_element_type
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    if (
+        tuple(lhs_contract) != (lhs.ndim - 1,)
+        or tuple(rhs_contract) != (0,)
+        or lhs_batch
+        or rhs_batch
+        or rhs.ndim != 2
+    ):
+        raise ValueError(
+            f"bf16_matmul.dot_general takes a dense layer's x[..., K] @ w[K, N]; got dimension "
+            f"numbers {dimension_numbers} for shapes {lhs.shape} and {rhs.shape}."
+        )
+    return matmul(lhs, rhs)
