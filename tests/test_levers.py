@@ -1,15 +1,17 @@
 """Speed and memory levers compute the same function: fused QKV, jax.nn.dot_product_attention,
 nn.scan over layers (with stack/unstack of the checkpoint layout) and rematerialisation give the
-default model's loss and gradients; bfloat16 compute stays close."""
+default model's loss and gradients; bfloat16 compute stays close; bf16_matmul's hand-written
+gradients are exactly those of its rounded operands."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import losses
+from bert_jax import bf16_matmul, losses
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import stack_layers, unstack_layers
 from tests.test_train import CFG, fake_batch
@@ -109,3 +111,85 @@ def test_bfloat16_dot_attention_is_finite_on_an_all_padding_row(reference):
         )["mlm_logits"]
     assert np.isfinite(np.asarray(outs["dot"], np.float32)).all()
     np.testing.assert_allclose(outs["dot"], outs["einsum"], atol=0.1)
+
+
+def _bf16(x):
+    return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+@pytest.mark.parametrize("rows", [(4, 8), (2, 5)], ids=["rows%8==0", "rows%8!=0"])
+@pytest.mark.parametrize("nt", [False, True], ids=["x@w", "x@w^T"])
+def test_bf16_matmul_is_the_rounded_operands_product_forward_and_backward(rows, nt):
+    """y = bf16(x) bf16(w); dx = bf16(g) bf16(w)^T; dw = bf16(x)^T bf16(g): in float64 by hand."""
+    r = np.random.default_rng(0)
+    x = r.normal(size=(*rows, 16)).astype(np.float32)
+    w = r.normal(size=(16, 24)).astype(np.float32)
+    g = r.normal(size=(*rows, 24)).astype(np.float32)
+    fn, w_in = (bf16_matmul.matmul_nt, w.T.copy()) if nt else (bf16_matmul.matmul, w)
+    y, vjp = jax.vjp(jax.jit(fn), x, w_in)
+    dx, dw = vjp(jnp.asarray(g))
+    xb, wb, gb = _bf16(x).reshape(-1, 16), _bf16(w), _bf16(g).reshape(-1, 24)
+    assert y.dtype == dx.dtype == dw.dtype == jnp.float32
+    np.testing.assert_allclose(y, (xb @ wb).reshape(*rows, 24), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, (gb @ wb.T).reshape(*rows, 16), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, (gb.T @ xb) if nt else (xb.T @ gb), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_matmul_transposes_physically():
+    for m in (1, 6, 7, 16):
+        x = jnp.arange(m * 3, dtype=jnp.float32).reshape(m, 3)
+        np.testing.assert_array_equal(bf16_matmul._transposed(x), x.T)
+
+
+def test_bf16_matmul_dot_general_rejects_other_contractions():
+    x, w = jnp.ones((4, 8)), jnp.ones((4, 8))
+    with pytest.raises(ValueError, match=r"x\[\.\.\., K\] @ w\[K, N\]; got dimension numbers"):
+        bf16_matmul.dot_general(x, w, (((0,), (0,)), ((), ())))
+
+
+def test_bf16_matmul_model_stays_close(reference):
+    batch, params, (loss, grads) = reference
+    for fused in (False, True):
+        config = dataclasses.replace(BASE, bf16_matmul=True, fused_qkv=fused)
+        loss2, grads2 = _loss_and_grads(config, params, batch)
+        np.testing.assert_allclose(loss2, loss, rtol=5e-3)
+        flat = [np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)]) for t in
+                (grads, grads2)]  # fmt: skip
+        cosine = flat[0] @ flat[1] / np.linalg.norm(flat[0]) / np.linalg.norm(flat[1])
+        assert cosine > 0.999, cosine
+
+
+def test_bf16_matmul_needs_float32_activations():
+    with pytest.raises(ValueError, match="bf16_matmul=True .* needs dtype='float32'"):
+        dataclasses.replace(BASE, bf16_matmul=True, dtype="bfloat16")
+
+
+def _cpu_has_bf16_units() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not _cpu_has_bf16_units(),
+    reason="the YNNPACK bf16 path is XLA's CPU backend on a CPU with bfloat16 instructions",
+)
+def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu():
+    """The point of the module: forward, input and weight gradient each a bf16 x bf16 -> f32 dot
+    (YNNPACK fusions with bf16 parameters), none a float32 dot on converted operands."""
+    x, w = jnp.ones((64, 32, 128)), jnp.ones((128, 512))
+
+    def f(x, w):
+        return jnp.sum(jnp.tanh(bf16_matmul.matmul(x, w)))
+
+    hlo = jax.jit(jax.value_and_grad(f, (0, 1))).lower(x, w).compile().as_text()
+    bodies = {name: (params, body) for name, params, body in
+              re.findall(r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S)}  # fmt: skip
+    ynn = re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo)
+    ynn_dots = [bodies[c][0] for c in ynn if " dot(" in bodies[c][1]]
+    assert len(ynn_dots) == 3, ynn_dots
+    for params in ynn_dots:
+        assert re.fullmatch(r"([\w.]+: bf16\[[\d,]*\](, )?)+", params), params
+    assert len(re.findall(r" dot\(", hlo)) == 3  # no other dot anywhere

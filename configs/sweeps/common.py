@@ -210,7 +210,8 @@ MINI_NER = {
 }
 MINI_NOTE = (
     f"Mini profile: pre-training {MINI_STEPS:,} steps x 64 rows of 32 tokens (lr 2e-3), masked "
-    "LM only, 40% of the tokens masked, no dropout, an 8,192-piece WordPiece vocabulary, on the "
+    "LM only, 40% of the tokens masked, no dropout, matmul operands rounded to bfloat16 (float32 "
+    "accumulation and activations), an 8,192-piece WordPiece vocabulary, on the "
     "2.5 MB Wikipedia sample (the paper: 1M steps x 256 x 512 on 3.3B words with 15% masking, so "
     "our numbers are far from the paper's); sentiment columns: Rotten Tomatoes accuracy, trained "
     "on 4,000 snippets, on the fixed 20% dev split (SST-2 and MNLI need the network); NER "
