@@ -142,19 +142,19 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     return Job(**d)
 
 
-# The mini profiles' shared recipe (2 CPU cores, about an hour per table: 51 min for Table 8, 62 for
-# Table 6, one job at a time, README): BERT-tiny-sized models pre-trained on the Wikipedia
-# sample with 32-token rows, 40% masking, masked LM only and no dropout, with the demo's
-# 8,192-piece vocabulary; a learning rate high enough for small models
-# and no evaluation in between. Why each choice (table6.py has the measurements): with 64- or
-# 128-token rows, 15% masking and NSP the models stayed on the unigram plateau of this 2.5 MB
-# corpus for the whole budget (hidden-token accuracy at the most-frequent-token floor, every
-# variant tied); BERT's learned absolute positions take longer to find the neighbouring tokens
-# the longer the row (experiments/position_plateau.py); 40% masking gives each row more
-# predictions (Wettig et al., 2022: BERT-tiny at 15% reaches held-out hidden accuracy 0.071
-# after 2,000 steps, at 40% 0.131); dropout only slows models that see each token a few times
-# (Geiping & Goldstein, "Cramming", 2022). A table that varies one of these (Table 5: NSP;
-# Table 8: the masking mix) overrides it.
+# The mini profiles' shared recipe (2 CPU cores, under an hour per table: 40 min for Table 8, 43 for
+# Table 6, one job at a time, with bf16 matmuls on a CPU with AMX; 51 and 62 in float32; README):
+# BERT-tiny-sized models pre-trained on the Wikipedia sample with 32-token rows, 40% masking, masked
+# LM only and no dropout, with the demo's 8,192-piece vocabulary; a learning rate high enough for
+# small models and no evaluation in between. Why each choice (table6.py has the measurements): with
+# 64- or 128-token rows, 15% masking and NSP the models stayed on the unigram plateau of this 2.5 MB
+# corpus for the whole budget (hidden-token accuracy at the most-frequent-token floor, every variant
+# tied); BERT's learned absolute positions take longer to find the neighbouring tokens the longer
+# the row (experiments/position_plateau.py); 40% masking gives each row more predictions (Wettig et
+# al., 2022: BERT-tiny at 15% reaches held-out hidden accuracy 0.071 after 2,000 steps, at 40%
+# 0.131); dropout only slows models that see each token a few times (Geiping & Goldstein,
+# "Cramming", 2022). A table that varies one of these (Table 5: NSP; Table 8: the masking mix)
+# overrides it.
 MINI_CONFIG = "configs/pretrain.py:size=tiny,demo,seq=32"
 # Every mini job, pre-training and fine-tuning, rounds its matmul operands to bfloat16 with
 # float32 accumulation (model.bf16_matmul): on a CPU with bfloat16 units this cut Table 6's
