@@ -129,6 +129,18 @@ def test_mini_tables_share_one_pretraining_recipe(table, tmp_path):
     assert {_config(j, tmp_path).task.max_seq_length for j in fine} == {32}
 
 
+@pytest.mark.parametrize("table", ["table5", "table6", "table8"])
+def test_mini_tables_matmul_precision_is_one_argument(table, tmp_path):
+    """Every job of a mini table, pre-training and fine-tuning, runs with bf16 matmuls by default
+    and with float32 ones under `matmul=float32`; the table's notes say which."""
+    for matmul, on in (("", True), (",matmul=float32", False)):
+        sweep = launch.load_sweep(f"configs/sweeps/{table}.py:profile=mini{matmul}")
+        assert {_config(j, tmp_path).model.bf16_matmul for j in sweep.jobs} == {on}
+        assert ("bfloat16" in sweep.table.notes[-1]) == on
+    with pytest.raises(ValueError, match="matmul='fp16'; use 'bf16' or 'float32'"):
+        launch.load_sweep(f"configs/sweeps/{table}.py:profile=mini,matmul=fp16")
+
+
 def test_sweep_refuses_unknown_dependencies():
     table = common.Table("t", "T", "r", ("a",), ("c",), {})
     with pytest.raises(ValueError, match="without waiting"):

@@ -210,14 +210,36 @@ MINI_NER = {
 }
 MINI_NOTE = (
     f"Mini profile: pre-training {MINI_STEPS:,} steps x 64 rows of 32 tokens (lr 2e-3), masked "
-    "LM only, 40% of the tokens masked, no dropout, matmul operands rounded to bfloat16 (float32 "
-    "accumulation and activations), an 8,192-piece WordPiece vocabulary, on the "
+    "LM only, 40% of the tokens masked, no dropout, an 8,192-piece WordPiece vocabulary, on the "
     "2.5 MB Wikipedia sample (the paper: 1M steps x 256 x 512 on 3.3B words with 15% masking, so "
     "our numbers are far from the paper's); sentiment columns: Rotten Tomatoes accuracy, trained "
     "on 4,000 snippets, on the fixed 20% dev split (SST-2 and MNLI need the network); NER "
     "columns: WNUT-16 entity F1 (CoNLL-2003 needs the network); fine-tuning at length 32. "
     "Compare rows within a column."
 )
+
+
+def with_matmul(sweep: Sweep, matmul: str) -> Sweep:
+    """A mini sweep with the matmul precision of the sweep argument `matmul=`: "bf16" (the
+    recipe's MINI_MATMUL) or "float32" (for a CPU without bfloat16 units, or to compare), named
+    in the table's notes."""
+    if matmul not in ("bf16", "float32"):
+        raise ValueError(f"matmul={matmul!r}; use 'bf16' or 'float32'.")
+    on = matmul == "bf16"
+    jobs = tuple(
+        dataclasses.replace(j, overrides={**j.overrides, "model.bf16_matmul": on})
+        if "model.bf16_matmul" in j.overrides
+        else j
+        for j in sweep.jobs
+    )
+    note = (
+        "Matmul operands rounded to bfloat16, float32 accumulation and activations "
+        "(model.bf16_matmul; `matmul=float32` in the sweep argument turns it off)."
+        if on
+        else "Float32 matmuls (`matmul=float32`)."
+    )
+    table = dataclasses.replace(sweep.table, notes=(*sweep.table.notes, note))
+    return Sweep(sweep.name, table, jobs)
 
 
 def finetune_job(pre: str, name: str, task: str, overrides: dict[str, Any], cell: Cell) -> Job:

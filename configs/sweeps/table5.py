@@ -6,10 +6,11 @@ initialised BiLSTM on top during fine-tuning.
       --root=runs/sweeps/table5_mini
   python experiments/paper_tables.py --root=runs/sweeps/table5_mini --out=docs/results/table5_mini
 
-Profiles (`arg` keys: profile, seeds, corpus, steps):
+Profiles (`arg` keys: profile, seeds, corpus, steps, matmul):
   mini   BERT-tiny pre-trained 2,000 steps of 64 x 32 tokens on the Wikipedia sample
          (common.MINI_RECIPE, NSP added back for the first row); SST-2 -> Rotten Tomatoes (the
          other columns need the network).
+         matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
   paper  BERT-base, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, QNLI, MRPC, SST-2 and
          SQuAD 1.1 from TFDS.
 """
@@ -46,7 +47,7 @@ MINI_TASKS = {"SST-2": ("rotten_tomatoes", "dev.accuracy")}
 
 
 def get_sweep(arg: str | None = None) -> common.Sweep:
-    arg = config_common.parse_arg(arg, profile="mini", seeds=1, corpus="", steps=0)
+    arg = config_common.parse_arg(arg, profile="mini", seeds=1, corpus="", steps=0, matmul="bf16")
     if arg.profile not in ("mini", "paper"):
         raise ValueError(f"profile={arg.profile!r}; use 'mini' or 'paper'.")
     mini = arg.profile == "mini"
@@ -76,7 +77,8 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         paper=common.paper_cells(PAPER, COLUMNS),
         notes=NOTES[arg.profile],
     )
-    return common.Sweep(f"table5_{arg.profile}", table, tuple(jobs))
+    sweep = common.Sweep(f"table5_{arg.profile}", table, tuple(jobs))
+    return common.with_matmul(sweep, arg.matmul) if mini else sweep
 
 
 def pretraining(arg, extra: dict) -> tuple[str, dict]:

@@ -5,12 +5,13 @@ and fine-tuning accuracy.
       --root=runs/sweeps/table6_mini
   python experiments/paper_tables.py --root=runs/sweeps/table6_mini --out=docs/results/table6_mini
 
-Profiles (`arg` keys: profile, scale, seeds, corpus, steps):
+Profiles (`arg` keys: profile, scale, seeds, corpus, steps, matmul):
   mini   the six sizes shrunk by `scale` (default 8: H/8, L/3 and A/4 rounded up, heads 32
          wide but the 96-wide single head of 6/768/3), pre-trained 3,000 steps of 64 x 32
          tokens, masked LM only with 40% masking, the demo's 8,192-piece WordPiece vocabulary
          and no dropout on the Wikipedia sample (common.MINI_RECIPE); SST-2 -> Rotten Tomatoes,
          fine-tuned at length 32 with the better of two learning rates on dev.
+         matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
   paper  the paper's sizes, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, MRPC and SST-2
          from TFDS (scale=1).
 """
@@ -50,7 +51,9 @@ def row_name(lha: tuple[int, int, int]) -> str:
 
 
 def get_sweep(arg: str | None = None) -> common.Sweep:
-    arg = config_common.parse_arg(arg, profile="mini", scale=0, seeds=1, corpus="", steps=0)
+    arg = config_common.parse_arg(
+        arg, profile="mini", scale=0, seeds=1, corpus="", steps=0, matmul="bf16"
+    )
     if arg.profile not in ("mini", "paper"):
         raise ValueError(f"profile={arg.profile!r}; use 'mini' or 'paper'.")
     mini = arg.profile == "mini"
@@ -102,7 +105,8 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         row_x=row_x,
         row_x_label="transformer parameters (12 L H^2, at the sizes run)",
     )
-    return common.Sweep(f"table6_{arg.profile}", table, tuple(jobs))
+    sweep = common.Sweep(f"table6_{arg.profile}", table, tuple(jobs))
+    return common.with_matmul(sweep, arg.matmul) if mini else sweep
 
 
 # The mini profile runs common.MINI_RECIPE (32-token rows, 40% masking, MLM only, no dropout,

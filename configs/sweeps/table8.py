@@ -7,10 +7,11 @@ Each mix is one pre-training run, then fine-tuning on MNLI and NER and a feature
       --root=runs/sweeps/table8_mini
   python experiments/paper_tables.py --root=runs/sweeps/table8_mini --out=docs/results/table8_mini
 
-Profiles (`arg` keys: profile, seeds, corpus, steps):
+Profiles (`arg` keys: profile, seeds, corpus, steps, matmul):
   mini   BERT-tiny (L2/H128), 2,000 steps of 64 x 32 tokens on the Wikipedia sample with 40%
          of the tokens predicted, each mix applied to those (common.MINI_RECIPE); MNLI -> Rotten
          Tomatoes sentiment, CoNLL-2003 -> WNUT-16 (the built-in real data).
+         matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
   paper  BERT-base, 1M steps of 256 at length 128 on `corpus=` (a Wikipedia dump: 90% of the
          paper's steps; add phase 2 with --config overrides), MNLI and CoNLL-2003 from TFDS.
 """
@@ -41,7 +42,7 @@ MINI_FEATURE_BASED = {"optimizer.learning_rate": 3e-3, "train.num_epochs": 12}
 
 
 def get_sweep(arg: str | None = None) -> common.Sweep:
-    arg = config_common.parse_arg(arg, profile="mini", seeds=1, corpus="", steps=0)
+    arg = config_common.parse_arg(arg, profile="mini", seeds=1, corpus="", steps=0, matmul="bf16")
     if arg.profile not in ("mini", "paper"):
         raise ValueError(f"profile={arg.profile!r}; use 'mini' or 'paper'.")
     mini = arg.profile == "mini"
@@ -75,7 +76,8 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
         paper=common.paper_cells(PAPER, COLUMNS),
         notes=NOTES[arg.profile],
     )
-    return common.Sweep(f"table8_{arg.profile}", table, tuple(jobs))
+    sweep = common.Sweep(f"table8_{arg.profile}", table, tuple(jobs))
+    return common.with_matmul(sweep, arg.matmul) if mini else sweep
 
 
 def pretraining(arg, mix: str, data_dir: str) -> tuple[str, dict]:
