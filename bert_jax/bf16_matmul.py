@@ -17,6 +17,8 @@ and the vocabulary projection's matmuls are rounded to bfloat16.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -48,64 +50,45 @@ def _dot_nt(a_MxN: Array, b_KxN: Array) -> Array:
     return lax.dot_general(a_MxN, b_KxN, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
 
 
-@jax.custom_vjp
 def matmul(x: Array, w_KxN: Array) -> Array:
     """x[..., K] @ w[K, N] -> float32 [..., N], operands rounded to bfloat16."""
-    y, _ = _matmul_fwd(x, w_KxN)
-    return y
+    return _product(x, w_KxN, False)
 
 
-def _matmul_fwd(x, w_KxN):
-    k, n = w_KxN.shape
-    x_MxK = x.reshape(-1, k).astype(_BF16)
-    w_bf = w_KxN.astype(_BF16)
-    y = _dot(x_MxK, w_bf).reshape(*x.shape[:-1], n)
-    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w_KxN))
-
-
-def _matmul_bwd(res, g):
-    x_MxK, w_bf, x_token, w_token = res
-    x_dtype, w_dtype = x_token.dtype, w_token.dtype
-    k, n = w_bf.shape
-    g_MxN = g.reshape(-1, n).astype(_BF16)
-    dx = _dot_nt(g_MxN, w_bf).reshape(*g.shape[:-1], k).astype(x_dtype)
-    dw = _dot(_transposed(x_MxK), g_MxN).astype(w_dtype)
-    return dx, dw
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-@jax.custom_vjp
 def matmul_nt(x: Array, w_NxK: Array) -> Array:
     """x[..., K] @ w[N, K]^T -> float32 [..., N] (logits against an embedding table [V, H])."""
-    y, _ = _matmul_nt_fwd(x, w_NxK)
+    return _product(x, w_NxK, True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _product(x: Array, w: Array, w_is_NxK: bool) -> Array:
+    y, _ = _product_fwd(x, w, w_is_NxK)
     return y
 
 
-def _matmul_nt_fwd(x, w_NxK):
-    n, k = w_NxK.shape
+def _product_fwd(x, w, w_is_NxK):
+    n, k = w.shape if w_is_NxK else w.shape[::-1]
     x_MxK = x.reshape(-1, k).astype(_BF16)
-    w_bf = w_NxK.astype(_BF16)
-    y = _dot_nt(x_MxK, w_bf).reshape(*x.shape[:-1], n)
-    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w_NxK))
+    w_bf = w.astype(_BF16)
+    y = (_dot_nt if w_is_NxK else _dot)(x_MxK, w_bf).reshape(*x.shape[:-1], n)
+    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w))
 
 
-def _matmul_nt_bwd(res, g):
+def _product_bwd(w_is_NxK, res, g):
     x_MxK, w_bf, x_token, w_token = res
-    x_dtype, w_dtype = x_token.dtype, w_token.dtype
-    n, k = w_bf.shape
+    k, n = x_MxK.shape[1], g.shape[-1]
     g_MxN = g.reshape(-1, n).astype(_BF16)
-    dx = _dot(g_MxN, w_bf).reshape(*g.shape[:-1], k).astype(x_dtype)
-    # dW [N, K] = g^T x, computed as (x^T g)^T with both transposes materialised: a plain `.T`
-    # of the dot's result is folded into the dot, which XLA's CPU runtime then rejects
+    dx = (_dot if w_is_NxK else _dot_nt)(g_MxN, w_bf).reshape(*g.shape[:-1], k)
+    dw_KxN = _dot(_transposed(x_MxK), g_MxN)
+    # For w [N, K], dW = g^T x is computed as (x^T g)^T with both transposes materialised: a
+    # plain `.T` of the dot's result is folded into the dot, which XLA's CPU runtime then rejects
     # ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32"), and transposing g
     # [M, N] (N the vocabulary) instead moves 8x more memory than x [M, K] and the result.
-    dw = _transposed(_dot(_transposed(x_MxK), g_MxN)).astype(w_dtype)
-    return dx, dw
+    dw = _transposed(dw_KxN) if w_is_NxK else dw_KxN
+    return dx.astype(x_token.dtype), dw.astype(w_token.dtype)
 
 
-matmul_nt.defvjp(_matmul_nt_fwd, _matmul_nt_bwd)
+_product.defvjp(_product_fwd, _product_bwd)
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
