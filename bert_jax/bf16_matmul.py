@@ -1,5 +1,5 @@
 """Matmuls on bfloat16 operands with float32 accumulation and float32 results, forward and
-backward (the model's `matmul="bfloat16"`).
+backward (`model.bf16_matmul`).
 
 What a TPU does by default with float32 matmuls, written out for CPUs with bfloat16 matrix units
 (Intel AMX, AVX512-BF16): XLA's CPU backend runs a bf16 x bf16 -> f32 dot through YNNPACK at

@@ -61,7 +61,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     # Dropout's random bits: "threefry" (JAX's default) or "rbg" (cheaper on accelerators).
     m.dropout_rng = "threefry"
     # Matmul operands rounded to bfloat16, float32 accumulation and activations (a TPU's default
-    # precision; 3-5x faster matmuls on CPUs with AMX / AVX512-BF16, docs/benchmarks.md).
+    # precision; 4-6x faster matmuls on CPUs with AMX / AVX512-BF16, docs/benchmarks.md).
     m.bf16_matmul = False
     return m
 
