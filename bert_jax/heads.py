@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import BertConfig, BertModel, dense, kernel_init, layer_norm
+from bert_jax.model import BertConfig, BertModel, dense, dropout_layer, kernel_init, layer_norm
 
 Array = jax.Array
 
@@ -210,7 +210,7 @@ class HeadFeatures(nn.Module):
             return x, jnp.take_along_axis(x, at_B[:, None, None], axis=1)[:, 0]
         units = spec.bilstm_size or c.hidden_size
         for i in range(spec.bilstm_layers):
-            x = nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
+            x = dropout_layer(c, c.hidden_dropout_prob)(x, deterministic=deterministic)
             x = BiLSTM(units, name=f"bilstm_{i}")(x.astype(jnp.float32), lengths_B)
         if spec.pool == "mean":
             real_BxSx1 = (input_mask > 0)[..., None].astype(x.dtype)
@@ -235,7 +235,7 @@ def _encode(module: nn.Module, input_ids, input_mask, segment_ids, deterministic
 def _classify(config: BertConfig, x: Array, num_outputs: int, deterministic: bool) -> Array:
     """Dropout, then the dense `classifier` layer (called inside a compact method, whose scope
     it joins: the parameters are `classifier/kernel` and `classifier/bias`, as HF names them)."""
-    x = nn.Dropout(config.hidden_dropout_prob)(x, deterministic=deterministic)
+    x = dropout_layer(config, config.hidden_dropout_prob)(x, deterministic=deterministic)
     return dense(config, num_outputs, "classifier")(x).astype(jnp.float32)
 
 

@@ -58,7 +58,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     m.attention = "einsum"
     m.scan_layers = False
     m.remat = "none"
-    # Dropout's random bits: "threefry" (JAX's default) or "rbg" (cheaper on accelerators).
+    # Dropout's random bits: "threefry" (JAX's default), "rbg" (cheaper on accelerators) or
+    # "hash" (a counter hash per element, bert_jax/dropout.py; cheapest on CPU).
     m.dropout_rng = "threefry"
     # Matmul operands rounded to bfloat16, float32 accumulation and activations (a TPU's default
     # precision; 4-6x faster matmuls on CPUs with AMX / AVX512-BF16, docs/benchmarks.md).

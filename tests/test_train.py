@@ -1,5 +1,6 @@
 """The train step: overfitting, pmap == jit, losses and optimizer pieces, config files."""
 
+import dataclasses
 import functools
 import glob
 import importlib.util
@@ -158,9 +159,27 @@ def test_pmap_step_equals_jit_step_on_8_devices():
     np.testing.assert_allclose(m_jit["mlm_accuracy"], m_pmap["mlm_accuracy"], rtol=1e-6)
 
 
-def test_dropout_rng_depends_on_step_not_on_call():
-    """Same state and batch -> same result (pure); the next step draws a different mask."""
-    cfg = BertConfig(**{**CFG.__dict__, "hidden_dropout_prob": 0.5})
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"dropout_rng": "rbg"},
+        {"dropout_rng": "hash"},
+        {"dropout_rng": "hash", "scan_layers": True},
+    ],
+    ids=str,
+)
+def test_dropout_rng_depends_on_step_not_on_call(options):
+    """Same state and batch -> same result (pure); the next step draws a different mask; for
+    every dropout generator, with the layers unrolled or scanned."""
+    cfg = BertConfig(
+        **{
+            **CFG.__dict__,
+            "hidden_dropout_prob": 0.5,
+            "attention_probs_dropout_prob": 0.5,
+            **options,
+        }
+    )
     model = BertForPreTraining(cfg)
     tx, _ = optim.make_optimizer(opt_config(), 100)
     state = train.init_state(model, tx, jax.random.PRNGKey(0), S, P)
@@ -172,6 +191,10 @@ def test_dropout_rng_depends_on_step_not_on_call():
     shifted = {**state, "step": state["step"] + 1}
     _, m3 = step(shifted, batch)
     assert float(m3["loss"]) != float(m1["loss"])
+    without = BertForPreTraining(dataclasses.replace(cfg, hidden_dropout_prob=0.0,
+                                                     attention_probs_dropout_prob=0.0))  # fmt: skip
+    step0 = jax.jit(functools.partial(train.train_step, model=without, optimizer=tx))
+    assert float(step0(state, batch)[1]["loss"]) != float(m1["loss"])  # dropout did something
 
 
 def test_loss_sums_hand_checked():
