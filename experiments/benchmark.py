@@ -293,13 +293,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--set: {e} (and --dtype, --vocab).") from None
     preds = FLAGS.predictions or common.max_predictions(FLAGS.seq)
     backend = jax.default_backend()
-    # MFU against the peak of the precision the step's matmuls run in (on CPU also against the
-    # float32 peak, the yardstick, when that differs).
-    bf16 = config.dtype == "bfloat16" or config.bf16_matmul
-    peak_dtype = "float32" if backend == "cpu" and not bf16 else "bfloat16"
-    peak = matmul_peak(peak_dtype)
-    f32_peak = matmul_peak("float32") if backend == "cpu" and bf16 else None
-    hf_float32 = f32_peak is not None and config.dtype == "float32"
+    # MFU against the peak of the precision each step's matmuls run in (on accelerators bf16;
+    # on CPU Hugging Face's follows `dtype`, ours also bf16_matmul), and on CPU also against the
+    # float32 peak, the yardstick.
+    cpu = backend == "cpu"
+    hf_peak_dtype = "float32" if cpu and config.dtype == "float32" else "bfloat16"
+    peak_dtype = "bfloat16" if config.bf16_matmul else hf_peak_dtype
+    dtypes = {peak_dtype, hf_peak_dtype} | ({"float32"} if cpu else set())
+    peaks = {d: matmul_peak(d) for d in dtypes}
     rng = np.random.default_rng(0)
     # Both steps train on these two batches, alternately.
     batches = [
@@ -307,10 +308,9 @@ def main(argv: list[str]) -> None:
     ]
     ours = our_step(config, batches, FLAGS.steps)
     hf = hf_step(config, batches, FLAGS.steps) if FLAGS.reference else None
-    # The peak is measured before and after the steps, and the higher one kept.
-    peak = max(peak, matmul_peak(peak_dtype))
-    if f32_peak is not None:
-        f32_peak = max(f32_peak, matmul_peak("float32"))
+    # The peaks are measured before and after the steps, and the higher one kept.
+    peaks = {d: max(p, matmul_peak(d)) for d, p in peaks.items()}
+    peak = peaks[peak_dtype]
     flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
     result = {
         "size": FLAGS.size, "seq": FLAGS.seq, "batch": FLAGS.batch, "dtype": FLAGS.dtype,
@@ -320,9 +320,9 @@ def main(argv: list[str]) -> None:
         "ours_tokens_per_s": round(FLAGS.batch * FLAGS.seq / ours["step_s"]),
         "ours_model_gflop_per_step": round(flops / 1e9, 2),
         "ours_mfu": round(flops / ours["step_s"] / peak, 4),
-        **({"float32_peak_tflops": round(f32_peak / 1e12, 3),
-            "ours_mfu_float32_peak": round(flops / ours["step_s"] / f32_peak, 4)}
-           if f32_peak is not None else {}),
+        **({"float32_peak_tflops": round(peaks["float32"] / 1e12, 3),
+            "ours_mfu_float32_peak": round(flops / ours["step_s"] / peaks["float32"], 4)}
+           if cpu and peak_dtype != "float32" else {}),
         "ours_compile_s": round(ours["compile_s"], 1),
         "ours_device_memory_mb": ours["device_memory_mb"] and round(ours["device_memory_mb"]),
     }  # fmt: skip
@@ -331,8 +331,7 @@ def main(argv: list[str]) -> None:
         result.update({
             "hf_transformers": hf["transformers"],
             "hf_seqs_per_s": round(FLAGS.batch / hf["step_s"], 2),
-            # Hugging Face's step runs in `dtype`: with bf16_matmul on CPU that is float32.
-            "hf_mfu": round(hf_flops / hf["step_s"] / (f32_peak if hf_float32 else peak), 4),
+            "hf_mfu": round(hf_flops / hf["step_s"] / peaks[hf_peak_dtype], 4),
             "hf_compile_s": round(hf["compile_s"], 1),
             "speedup_vs_hf": round(hf["step_s"] / ours["step_s"], 2),
         })  # fmt: skip
