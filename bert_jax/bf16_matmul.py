@@ -25,6 +25,7 @@ from jax import lax
 
 Array = jax.Array
 _BF16, _F32 = jnp.bfloat16, jnp.float32
+_PICK_SMALLER = True
 
 
 def _transposed(x_MxK: Array) -> Array:
@@ -76,15 +77,20 @@ def _product_fwd(x, w, w_is_NxK):
 
 def _product_bwd(w_is_NxK, res, g):
     x_MxK, w_bf, x_token, w_token = res
-    k, n = x_MxK.shape[1], g.shape[-1]
+    (m, k), n = x_MxK.shape, g.shape[-1]
     g_MxN = g.reshape(-1, n).astype(_BF16)
     dx = (_dot if w_is_NxK else _dot_nt)(g_MxN, w_bf).reshape(*g.shape[:-1], k)
-    dw_KxN = _dot(_transposed(x_MxK), g_MxN)
-    # For w [N, K], dW = g^T x is computed as (x^T g)^T with both transposes materialised: a
-    # plain `.T` of the dot's result is folded into the dot, which XLA's CPU runtime then rejects
-    # ("Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32"), and transposing g
-    # [M, N] (N the vocabulary) instead moves 8x more memory than x [M, K] and the result.
-    dw = _transposed(dw_KxN) if w_is_NxK else dw_KxN
+    # The weight gradient contracts x and g over their rows, so one of them is transposed: x
+    # (dW [K, N] = x^T g) or g (dW^T [N, K] = g^T x). Pick the one that moves less memory,
+    # counting the float32 result's transpose when the weight's layout needs one.
+    moved_x = m * k * 2 + (k * n * 4 if w_is_NxK else 0)
+    moved_g = m * n * 2 + (0 if w_is_NxK else k * n * 4)
+    if moved_x <= moved_g or not _PICK_SMALLER:
+        dw_KxN = _dot(_transposed(x_MxK), g_MxN)
+        dw = _transposed(dw_KxN) if w_is_NxK else dw_KxN
+    else:
+        dw_NxK = _dot(_transposed(g_MxN), x_MxK)
+        dw = dw_NxK if w_is_NxK else _transposed(dw_NxK)
     return dx.astype(x_token.dtype), dw.astype(w_token.dtype)
 
 

@@ -22,6 +22,11 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    "keep_freed_memory", True,
+    "Let glibc reuse freed host memory instead of unmapping it (bert_jax/host_memory.py): spares "
+    "CPU steps the page faults of a fresh temporary buffer each step.",
+)  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,6 +35,10 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         # Orbax and TF log every checkpoint step at INFO; the progress lines are printed instead.
         logging.set_verbosity(logging.WARNING)
+    if _KEEP_FREED_MEMORY.value:
+        from bert_jax import host_memory  # noqa: PLC0415
+
+        host_memory.keep_freed_memory()  # before JAX starts its threads
     import jax  # noqa: PLC0415
 
     if _MULTIHOST.value or _COORDINATOR.value:
