@@ -25,7 +25,6 @@ from jax import lax
 
 Array = jax.Array
 _BF16, _F32 = jnp.bfloat16, jnp.float32
-_PICK_SMALLER = True
 
 
 def _transposed(x_MxK: Array) -> Array:
@@ -85,7 +84,7 @@ def _product_bwd(w_is_NxK, res, g):
     # counting the float32 result's transpose when the weight's layout needs one.
     moved_x = m * k * 2 + (k * n * 4 if w_is_NxK else 0)
     moved_g = m * n * 2 + (0 if w_is_NxK else k * n * 4)
-    if moved_x <= moved_g or not _PICK_SMALLER:
+    if moved_x <= moved_g:
         dw_KxN = _dot(_transposed(x_MxK), g_MxN)
         dw = _transposed(dw_KxN) if w_is_NxK else dw_KxN
     else:

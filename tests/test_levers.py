@@ -119,19 +119,21 @@ def _bf16(x):
 
 @pytest.mark.parametrize("rows", [(4, 8), (2, 5)], ids=["rows%8==0", "rows%8!=0"])
 @pytest.mark.parametrize("nt", [False, True], ids=["x@w", "x@w^T"])
-def test_bf16_matmul_is_the_rounded_operands_product_forward_and_backward(rows, nt):
-    """y = bf16(x) bf16(w); dx = bf16(g) bf16(w)^T; dw = bf16(x)^T bf16(g): in float64 by hand."""
+@pytest.mark.parametrize("k,n", [(16, 24), (48, 8)], ids=["x transposed", "g transposed"])
+def test_bf16_matmul_is_the_rounded_operands_product_forward_and_backward(rows, nt, k, n):
+    """y = bf16(x) bf16(w); dx = bf16(g) bf16(w)^T; dw = bf16(x)^T bf16(g): in float64 by hand.
+    (The weight gradient transposes x or g, whichever is smaller: both ways are checked.)"""
     r = np.random.default_rng(0)
-    x = r.normal(size=(*rows, 16)).astype(np.float32)
-    w = r.normal(size=(16, 24)).astype(np.float32)
-    g = r.normal(size=(*rows, 24)).astype(np.float32)
+    x = r.normal(size=(*rows, k)).astype(np.float32)
+    w = r.normal(size=(k, n)).astype(np.float32)
+    g = r.normal(size=(*rows, n)).astype(np.float32)
     fn, w_in = (bf16_matmul.matmul_nt, w.T.copy()) if nt else (bf16_matmul.matmul, w)
     y, vjp = jax.vjp(jax.jit(fn), x, w_in)
     dx, dw = vjp(jnp.asarray(g))
-    xb, wb, gb = _bf16(x).reshape(-1, 16), _bf16(w), _bf16(g).reshape(-1, 24)
+    xb, wb, gb = _bf16(x).reshape(-1, k), _bf16(w), _bf16(g).reshape(-1, n)
     assert y.dtype == dx.dtype == dw.dtype == jnp.float32
-    np.testing.assert_allclose(y, (xb @ wb).reshape(*rows, 24), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dx, (gb @ wb.T).reshape(*rows, 16), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, (xb @ wb).reshape(*rows, n), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, (gb @ wb.T).reshape(*rows, k), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw, (gb.T @ xb) if nt else (xb.T @ gb), rtol=1e-5, atol=1e-5)
 
 
@@ -176,10 +178,11 @@ def _cpu_has_bf16_units() -> bool:
     jax.default_backend() != "cpu" or not _cpu_has_bf16_units(),
     reason="the YNNPACK bf16 path is XLA's CPU backend on a CPU with bfloat16 instructions",
 )
-def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu():
+@pytest.mark.parametrize("k,n", [(128, 512), (512, 128)], ids=["x transposed", "g transposed"])
+def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu(k, n):
     """The point of the module: forward, input and weight gradient each a bf16 x bf16 -> f32 dot
     (YNNPACK fusions with bf16 parameters), none a float32 dot on converted operands."""
-    x, w = jnp.ones((64, 32, 128)), jnp.ones((128, 512))
+    x, w = jnp.ones((64, 32, k)), jnp.ones((k, n))
 
     def f(x, w):
         return jnp.sum(jnp.tanh(bf16_matmul.matmul(x, w)))
