@@ -12,7 +12,9 @@ from a physical transpose of x, which XLA cannot fold back into the dot because 
 a reshape (`_transposed`).
 
 Activations, biases, softmax and LayerNorm stay float32; only the operands of the dense layers'
-and the vocabulary projection's matmuls are rounded to bfloat16.
+and the vocabulary projection's matmuls (`matmul`, `matmul_nt`), and with `model.bf16_attention`
+those of the attention's scores and context (`batched_matmul_nt`, `batched_matmul`), are rounded
+to bfloat16.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ _BF16, _F32 = jnp.bfloat16, jnp.float32
 
 
 def _transposed(x_MxK: Array) -> Array:
-    """x^T as a row-major [K, M] array. A plain transpose would be folded into the consuming dot
-    (as a contraction over x's first dimension); split rows into blocks and transpose those, and
-    XLA materialises it."""
-    m, k = x_MxK.shape
+    """x^T as a row-major [K, M] array (x^T of each [M, K] matrix of a batch [..., M, K]). A plain
+    transpose would be folded into the consuming dot (as a contraction over x's first dimension);
+    split rows into blocks and transpose those, and XLA materialises it."""
+    *lead, m, k = x_MxK.shape
     block = next(b for b in (8, 4, 2, 1) if m % b == 0)
-    return x_MxK.reshape(m // block, block, k).transpose(2, 0, 1).reshape(k, m)
+    n = len(lead)
+    blocks = x_MxK.reshape(*lead, m // block, block, k)
+    return blocks.transpose(*range(n), n + 2, n, n + 1).reshape(*lead, k, m)
 
 
 def _dtype_token(x: Array) -> Array:
@@ -94,6 +98,48 @@ def _product_bwd(w_is_NxK, res, g):
 
 
 _product.defvjp(_product_fwd, _product_bwd)
+
+
+def _bdot(a: Array, b: Array, b_is_NxK: bool = False) -> Array:
+    """a[..., M, K] @ b[..., K, N] (or b[..., N, K]^T), batched over the leading dimensions."""
+    n = a.ndim - 2
+    batch = tuple(range(n))
+    contract = ((n + 1,), (n + 1,) if b_is_NxK else (n,))
+    return lax.dot_general(a, b, (contract, (batch, batch)), preferred_element_type=_F32)
+
+
+def batched_matmul(a: Array, b: Array) -> Array:
+    """a[..., M, K] @ b[..., K, N] -> float32, batched over the leading dimensions (attention's
+    probabilities @ values), operands rounded to bfloat16."""
+    return _batched(a, b, False)
+
+
+def batched_matmul_nt(a: Array, b: Array) -> Array:
+    """a[..., M, K] @ b[..., N, K]^T -> float32 (attention's queries @ keys^T)."""
+    return _batched(a, b, True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _batched(a: Array, b: Array, b_is_NxK: bool) -> Array:
+    return _batched_fwd(a, b, b_is_NxK)[0]
+
+
+def _batched_fwd(a, b, b_is_NxK):
+    a_bf, b_bf = a.astype(_BF16), b.astype(_BF16)
+    return _bdot(a_bf, b_bf, b_is_NxK), (a_bf, b_bf, _dtype_token(a), _dtype_token(b))
+
+
+def _batched_bwd(b_is_NxK, res, g_MxN):
+    a_bf, b_bf, a_token, b_token = res
+    g_bf = g_MxN.astype(_BF16)
+    # da = g b^T (b [K, N]) or g b (b [N, K]); db = a^T g or g^T a: the transposed operand is
+    # materialised, so that every dot contracts its left operand on the last dimension.
+    da = _bdot(g_bf, b_bf, not b_is_NxK)
+    db = _bdot(_transposed(g_bf), a_bf) if b_is_NxK else _bdot(_transposed(a_bf), g_bf)
+    return da.astype(a_token.dtype), db.astype(b_token.dtype)
+
+
+_batched.defvjp(_batched_fwd, _batched_bwd)
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):

@@ -70,6 +70,9 @@ class BertConfig:
     # bfloat16, accumulate and return float32, and keep activations float32 (bf16_matmul.py):
     # a TPU's default matmul precision, and 4-6x faster matmuls on CPUs with bfloat16 units.
     bf16_matmul: bool = False
+    # The same for the attention's two batched matmuls (scores and context, computed with the
+    # heads leading: [B, N, S, D]); attention="einsum" only.
+    bf16_attention: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -99,6 +102,12 @@ class BertConfig:
                 f"bf16_matmul=True rounds only the matmul operands and keeps activations float32; "
                 f"it needs dtype='float32' (got {self.dtype!r}, which rounds activations too)."
             )
+        if self.bf16_attention and (self.dtype != "float32" or self.attention != "einsum"):
+            raise ValueError(
+                f"bf16_attention=True rounds the attention matmuls' operands of the float32 "
+                f"'einsum' attention; it needs dtype='float32' and attention='einsum' (got "
+                f"{self.dtype!r}, {self.attention!r})."
+            )
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; use one of {sorted(REMAT_POLICIES)}.")
 
@@ -119,6 +128,7 @@ class BertConfig:
 IMPLEMENTATION_FIELDS = (
     "dtype",
     "bf16_matmul",
+    "bf16_attention",
     "fused_qkv",
     "attention",
     "scan_layers",
@@ -263,12 +273,21 @@ class SelfAttention(nn.Module):
                 q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias_Bx1x1xS
             )
             return ctx_BxSxNxD.reshape(b, s, n * d)
-        scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
+        if c.bf16_attention:
+            q_BxNxSxD, k_BxNxSxD, v_BxNxSxD = (
+                t.transpose(0, 2, 1, 3) for t in (q_BxSxNxD, k_BxSxNxD, v_BxSxNxD)
+            )
+            scores_BxNxSxS = bf16_matmul.batched_matmul_nt(q_BxNxSxD, k_BxNxSxD) / np.sqrt(d)
+        else:
+            scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
         scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS
         probs_BxNxSxS = jax.nn.softmax(scores_BxNxSxS, axis=-1)
         probs_BxNxSxS = dropout_layer(c, c.attention_probs_dropout_prob)(
             probs_BxNxSxS, deterministic=deterministic
         ).astype(c.compute_dtype)
+        if c.bf16_attention:
+            ctx_BxNxSxD = bf16_matmul.batched_matmul(probs_BxNxSxS, v_BxNxSxD)
+            return ctx_BxNxSxD.transpose(0, 2, 1, 3).reshape(b, s, n * d)
         ctx_BxSxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxSxS, v_BxSxNxD)
         return ctx_BxSxNxD.reshape(b, s, n * d)
 

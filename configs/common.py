@@ -64,6 +64,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     # Matmul operands rounded to bfloat16, float32 accumulation and activations (a TPU's default
     # precision; 4-6x faster matmuls on CPUs with AMX / AVX512-BF16, docs/benchmarks.md).
     m.bf16_matmul = False
+    # The same for the attention's scores and context matmuls (heads-major layout).
+    m.bf16_attention = False
     return m
 
 

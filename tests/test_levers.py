@@ -1,7 +1,7 @@
 """Speed and memory levers compute the same function: fused QKV, jax.nn.dot_product_attention,
 nn.scan over layers (with stack/unstack of the checkpoint layout) and rematerialisation give the
 default model's loss and gradients; bfloat16 compute stays close; bf16_matmul's hand-written
-gradients are exactly those of its rounded operands."""
+gradients are exactly those of its rounded operands (dense layers and attention alike)."""
 
 import dataclasses
 import re
@@ -137,10 +137,34 @@ def test_bf16_matmul_is_the_rounded_operands_product_forward_and_backward(rows, 
     np.testing.assert_allclose(dw, (gb.T @ xb) if nt else (xb.T @ gb), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("m", [8, 5], ids=["rows%8==0", "rows%8!=0"])
+@pytest.mark.parametrize("nt", [False, True], ids=["a@b", "a@b^T"])
+def test_bf16_batched_matmul_is_the_rounded_operands_product(m, nt):
+    """The attention's batched products [B, N, M, K] @ [B, N, K, P] (or [B, N, P, K]^T), forward
+    and both gradients, against float64 products of the bfloat16-rounded operands."""
+    r = np.random.default_rng(1)
+    a = r.normal(size=(2, 3, m, 16)).astype(np.float32)
+    b = r.normal(size=(2, 3, 16, 12)).astype(np.float32)
+    g = r.normal(size=(2, 3, m, 12)).astype(np.float32)
+    fn, b_in = (bf16_matmul.batched_matmul_nt, np.swapaxes(b, -1, -2).copy()) if nt else (
+        bf16_matmul.batched_matmul, b)  # fmt: skip
+    y, vjp = jax.vjp(jax.jit(fn), a, b_in)
+    da, db = vjp(jnp.asarray(g))
+    ab, bb, gb = _bf16(a), _bf16(b), _bf16(g)
+    assert y.dtype == da.dtype == db.dtype == jnp.float32
+    np.testing.assert_allclose(y, ab @ bb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(da, gb @ np.swapaxes(bb, -1, -2), rtol=1e-5, atol=1e-5)
+    db_want = np.swapaxes(ab, -1, -2) @ gb
+    np.testing.assert_allclose(db, np.swapaxes(db_want, -1, -2) if nt else db_want, rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+
+
 def test_bf16_matmul_transposes_physically():
     for m in (1, 6, 7, 16):
         x = jnp.arange(m * 3, dtype=jnp.float32).reshape(m, 3)
         np.testing.assert_array_equal(bf16_matmul._transposed(x), x.T)
+    x = jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3)  # a batch of matrices
+    np.testing.assert_array_equal(bf16_matmul._transposed(x), jnp.swapaxes(x, 1, 2))
 
 
 def test_bf16_matmul_dot_general_rejects_other_contractions():
@@ -151,8 +175,10 @@ def test_bf16_matmul_dot_general_rejects_other_contractions():
 
 def test_bf16_matmul_model_stays_close(reference):
     batch, params, (loss, grads) = reference
-    for fused in (False, True):
-        config = dataclasses.replace(BASE, bf16_matmul=True, fused_qkv=fused)
+    options = [{"fused_qkv": False}, {"fused_qkv": True}, {"bf16_attention": True},
+               {"bf16_attention": True, "bf16_matmul": False}]  # fmt: skip
+    for option in options:
+        config = dataclasses.replace(BASE, **{"bf16_matmul": True, **option})
         loss2, grads2 = _loss_and_grads(config, params, batch)
         np.testing.assert_allclose(loss2, loss, rtol=5e-3)
         flat = [np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)]) for t in
@@ -164,6 +190,8 @@ def test_bf16_matmul_model_stays_close(reference):
 def test_bf16_matmul_needs_float32_activations():
     with pytest.raises(ValueError, match="bf16_matmul=True .* needs dtype='float32'"):
         dataclasses.replace(BASE, bf16_matmul=True, dtype="bfloat16")
+    with pytest.raises(ValueError, match="bf16_attention=True .* needs dtype='float32' and "):
+        dataclasses.replace(BASE, bf16_attention=True, attention="dot")
 
 
 def _cpu_has_bf16_units() -> bool:
@@ -196,3 +224,30 @@ def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu(k, n):
     for params in ynn_dots:
         assert re.fullmatch(r"([\w.]+: bf16\[[\d,]*\](, )?)+", params), params
     assert len(re.findall(r" dot\(", hlo)) == 3  # no other dot anywhere
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not _cpu_has_bf16_units(),
+    reason="the YNNPACK bf16 path is XLA's CPU backend on a CPU with bfloat16 instructions",
+)
+def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
+    """Scores and context, forward and both gradients each: six dots, all YNNPACK fusions whose
+    dot multiplies bf16 operands (a fusion may convert or compute them inside)."""
+    q = jnp.ones((8, 4, 128, 64))
+
+    def f(q, k, v):
+        p = jax.nn.softmax(bf16_matmul.batched_matmul_nt(q, k), -1)
+        return jnp.sum(jnp.tanh(bf16_matmul.batched_matmul(p, v)))
+
+    hlo = jax.jit(jax.value_and_grad(f, (0, 1, 2))).lower(q, q, q).compile().as_text()
+    bodies = re.findall(r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S)
+    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
+    dots = 0
+    for name, params, body in bodies:
+        types = dict(re.findall(r"([\w.]+): (\w+)\[", params))
+        types.update(re.findall(r"%([\w.-]+) = (\w+)\[", body))
+        for operands in re.findall(r" dot\(%([\w.-]+), %([\w.-]+)\)", body):
+            dots += 1
+            assert name in ynn, name
+            assert [types[o] for o in operands] == ["bf16", "bf16"], (name, operands)
+    assert dots == 6 == len(re.findall(r" dot\(", hlo))
