@@ -49,6 +49,9 @@ def real_batches(pattern: str, seq: int, pred: int, batch: int, count: int) -> l
 
 def main(argv: list[str]) -> None:
     del argv
+    from bert_jax import host_memory  # noqa: PLC0415
+
+    host_memory.keep_freed_memory()  # as bert_jax.main and benchmark.py run (before JAX starts)
     import benchmark  # noqa: PLC0415
 
     from bert_jax import inputs  # noqa: PLC0415

@@ -176,10 +176,13 @@ def test_bf16_matmul_dot_general_rejects_other_contractions():
 def test_bf16_matmul_model_stays_close(reference):
     batch, params, (loss, grads) = reference
     options = [{"fused_qkv": False}, {"fused_qkv": True}, {"bf16_attention": True},
-               {"bf16_attention": True, "bf16_matmul": False}]  # fmt: skip
+               {"bf16_attention": True, "bf16_matmul": False},
+               {"bf16_attention": True, "scan_layers": True, "remat": "full"}]  # fmt: skip
     for option in options:
         config = dataclasses.replace(BASE, **{"bf16_matmul": True, **option})
-        loss2, grads2 = _loss_and_grads(config, params, batch)
+        mine = stack_layers(params, BASE.num_hidden_layers) if config.scan_layers else params
+        loss2, grads2 = _loss_and_grads(config, mine, batch)
+        grads2 = unstack_layers(grads2) if config.scan_layers else grads2
         np.testing.assert_allclose(loss2, loss, rtol=5e-3)
         flat = [np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)]) for t in
                 (grads, grads2)]  # fmt: skip
