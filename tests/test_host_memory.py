@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-# A 64 MiB temporary (the [4096, 4096] operand of a dot), five calls after five to warm up, and
+# A 64 MiB temporary (the [4096, 4096] operand of a dot), five calls after ten to warm up, and
 # the minor page faults they caused.
 _PROBE = r"""
 import json, resource, sys
@@ -24,7 +24,7 @@ def f(x):
     return jnp.sin(x[:, None] * x[None, :]) @ x
 
 x = jnp.linspace(0.0, 1.0, 4096)
-for _ in range(5):  # the heap settles into the layout it keeps
+for _ in range(10):  # the heap settles into the layout it keeps (within ~6 calls)
     f(x).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
@@ -50,5 +50,6 @@ def test_freed_temporary_is_reused():
     default, kept = _probe("default"), _probe("keep")
     assert kept["kept"] and not default["kept"]
     # 5 x 64 MiB in 4 KiB pages is ~82,000 faults when each call maps its buffer afresh (fewer
-    # where the kernel backs it with huge pages); with the buffer kept, next to none.
-    assert kept["faults"] < max(200, default["faults"] / 10), (default, kept)
+    # where the kernel backs it with huge pages); with the buffer kept, none once the heap has
+    # settled (a quarter leaves room for one late call that still grows it).
+    assert kept["faults"] < max(200, default["faults"] / 4), (default, kept)
