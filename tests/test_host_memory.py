@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-# A 64 MiB temporary (the [4096, 4096] operand of a dot), five calls after ten to warm up, and
-# the minor page faults they caused.
+# A 64 MiB temporary (the [4096, 4096] operand of a dot): the minor page faults of each of nine
+# calls after five to warm up.
 _PROBE = r"""
 import json, resource, sys
 kept = False
@@ -24,12 +24,13 @@ def f(x):
     return jnp.sin(x[:, None] * x[None, :]) @ x
 
 x = jnp.linspace(0.0, 1.0, 4096)
-for _ in range(10):  # the heap settles into the layout it keeps (within ~6 calls)
-    f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     f(x).block_until_ready()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"kept": kept, "faults": faults}))
 """
 
@@ -49,7 +50,11 @@ def _probe(mode: str) -> dict:
 def test_freed_temporary_is_reused():
     default, kept = _probe("default"), _probe("keep")
     assert kept["kept"] and not default["kept"]
-    # 5 x 64 MiB in 4 KiB pages is ~82,000 faults when each call maps its buffer afresh (fewer
-    # where the kernel backs it with huge pages); with the buffer kept, none once the heap has
-    # settled (a quarter leaves room for one late call that still grows it).
-    assert kept["faults"] < max(200, default["faults"] / 4), (default, kept)
+    # 64 MiB in 4 KiB pages is ~16,400 faults for a call that maps its buffer afresh (fewer where
+    # the kernel backs it with huge pages): by default every call. With the buffer kept, a call
+    # faults only while the heap still grows (a few, early; later ones when the frees of other
+    # threads come late under load): the median call, none.
+    default_median = sorted(default["faults"])[4]
+    if default_median < 1000:
+        pytest.skip(f"this kernel maps the buffer without 4 KiB page faults: {default}")
+    assert sorted(kept["faults"])[4] < default_median / 10, (default, kept)
