@@ -8,8 +8,9 @@ docs/benchmarks.md), but only for a dot whose left operand is contracted on its 
 (ynn_support.cc, `IsDotSupportedByYnn`). Any other dot, and every bf16 dot with a bf16 result,
 falls back to a float32 loop. Under plain autodiff the weight gradient x^T g contracts x on its
 first dimension, so this module defines the gradient itself: the weight gradient is computed
-from a physical transpose of x, which XLA cannot fold back into the dot because it goes through
-a reshape (`_transposed`).
+from a physical transpose of x or of g (the smaller), which XLA cannot fold back into the dot
+because it goes through a reshape (`_transposed`). One custom VJP (`_product`) serves the dense
+layers (x reshaped to [M, K]) and the attention's batched products alike.
 
 Activations, biases, softmax and LayerNorm stay float32; only the operands of the dense layers'
 and the vocabulary projection's matmuls (`matmul`, `matmul_nt`), and with `model.bf16_attention`
@@ -45,101 +46,70 @@ def _dtype_token(x: Array) -> Array:
     return jnp.zeros((0,), x.dtype)
 
 
-def _dot(a_MxK: Array, b_KxN: Array) -> Array:
-    return jnp.dot(a_MxK, b_KxN, preferred_element_type=_F32)
-
-
-def _dot_nt(a_MxN: Array, b_KxN: Array) -> Array:
-    """a @ b^T, contracting both on their last dimension (no transpose needed)."""
-    return lax.dot_general(a_MxN, b_KxN, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
-
-
-def matmul(x: Array, w_KxN: Array) -> Array:
-    """x[..., K] @ w[K, N] -> float32 [..., N], operands rounded to bfloat16."""
-    return _product(x, w_KxN, False)
-
-
-def matmul_nt(x: Array, w_NxK: Array) -> Array:
-    """x[..., K] @ w[N, K]^T -> float32 [..., N] (logits against an embedding table [V, H])."""
-    return _product(x, w_NxK, True)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _product(x: Array, w: Array, w_is_NxK: bool) -> Array:
-    y, _ = _product_fwd(x, w, w_is_NxK)
-    return y
-
-
-def _product_fwd(x, w, w_is_NxK):
-    n, k = w.shape if w_is_NxK else w.shape[::-1]
-    x_MxK = x.reshape(-1, k).astype(_BF16)
-    w_bf = w.astype(_BF16)
-    y = (_dot_nt if w_is_NxK else _dot)(x_MxK, w_bf).reshape(*x.shape[:-1], n)
-    return y, (x_MxK, w_bf, _dtype_token(x), _dtype_token(w))
-
-
-def _product_bwd(w_is_NxK, res, g):
-    x_MxK, w_bf, x_token, w_token = res
-    (m, k), n = x_MxK.shape, g.shape[-1]
-    g_MxN = g.reshape(-1, n).astype(_BF16)
-    dx = (_dot if w_is_NxK else _dot_nt)(g_MxN, w_bf).reshape(*g.shape[:-1], k)
-    # The weight gradient contracts x and g over their rows, so one of them is transposed: x
-    # (dW [K, N] = x^T g) or g (dW^T [N, K] = g^T x). Pick the one that moves less memory,
-    # counting the float32 result's transpose when the weight's layout needs one.
-    moved_x = m * k * 2 + (k * n * 4 if w_is_NxK else 0)
-    moved_g = m * n * 2 + (0 if w_is_NxK else k * n * 4)
-    if moved_x <= moved_g:
-        dw_KxN = _dot(_transposed(x_MxK), g_MxN)
-        dw = _transposed(dw_KxN) if w_is_NxK else dw_KxN
-    else:
-        dw_NxK = _dot(_transposed(g_MxN), x_MxK)
-        dw = dw_NxK if w_is_NxK else _transposed(dw_NxK)
-    return dx.astype(x_token.dtype), dw.astype(w_token.dtype)
-
-
-_product.defvjp(_product_fwd, _product_bwd)
-
-
 def _bdot(a: Array, b: Array, b_is_NxK: bool = False) -> Array:
-    """a[..., M, K] @ b[..., K, N] (or b[..., N, K]^T), batched over the leading dimensions."""
+    """a[..., M, K] @ b[..., K, N] (or b[..., N, K]^T) -> float32, batched over the leading
+    dimensions; the left operand is always contracted on its last dimension."""
     n = a.ndim - 2
     batch = tuple(range(n))
     contract = ((n + 1,), (n + 1,) if b_is_NxK else (n,))
     return lax.dot_general(a, b, (contract, (batch, batch)), preferred_element_type=_F32)
 
 
+def matmul(x: Array, w_KxN: Array) -> Array:
+    """x[..., K] @ w[K, N] -> float32 [..., N], operands rounded to bfloat16."""
+    k, n = w_KxN.shape
+    return _product(x.reshape(-1, k), w_KxN, False).reshape(*x.shape[:-1], n)
+
+
+def matmul_nt(x: Array, w_NxK: Array) -> Array:
+    """x[..., K] @ w[N, K]^T -> float32 [..., N] (logits against an embedding table [V, H])."""
+    n, k = w_NxK.shape
+    return _product(x.reshape(-1, k), w_NxK, True).reshape(*x.shape[:-1], n)
+
+
 def batched_matmul(a: Array, b: Array) -> Array:
     """a[..., M, K] @ b[..., K, N] -> float32, batched over the leading dimensions (attention's
     probabilities @ values), operands rounded to bfloat16."""
-    return _batched(a, b, False)
+    return _product(a, b, False)
 
 
 def batched_matmul_nt(a: Array, b: Array) -> Array:
     """a[..., M, K] @ b[..., N, K]^T -> float32 (attention's queries @ keys^T)."""
-    return _batched(a, b, True)
+    return _product(a, b, True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _batched(a: Array, b: Array, b_is_NxK: bool) -> Array:
-    return _batched_fwd(a, b, b_is_NxK)[0]
+def _product(a: Array, b: Array, b_is_NxK: bool) -> Array:
+    return _product_fwd(a, b, b_is_NxK)[0]
 
 
-def _batched_fwd(a, b, b_is_NxK):
+def _product_fwd(a, b, b_is_NxK):
     a_bf, b_bf = a.astype(_BF16), b.astype(_BF16)
     return _bdot(a_bf, b_bf, b_is_NxK), (a_bf, b_bf, _dtype_token(a), _dtype_token(b))
 
 
-def _batched_bwd(b_is_NxK, res, g_MxN):
+def _product_bwd(b_is_NxK, res, g_MxN):
     a_bf, b_bf, a_token, b_token = res
+    (m, k), n = a_bf.shape[-2:], g_MxN.shape[-1]
     g_bf = g_MxN.astype(_BF16)
-    # da = g b^T (b [K, N]) or g b (b [N, K]); db = a^T g or g^T a: the transposed operand is
-    # materialised, so that every dot contracts its left operand on the last dimension.
-    da = _bdot(g_bf, b_bf, not b_is_NxK)
-    db = _bdot(_transposed(g_bf), a_bf) if b_is_NxK else _bdot(_transposed(a_bf), g_bf)
+    da = _bdot(g_bf, b_bf, not b_is_NxK)  # g b^T, or g b for b [N, K]
+    # The gradient of b contracts a and g over their rows, so one of them is transposed in
+    # memory: a (db [K, N] = a^T g) or g (db^T [N, K] = g^T a). Pick the one that moves less,
+    # counting the float32 result's transpose when b's layout needs one. (A plain `.T` of a dot's
+    # result is folded into the dot, which XLA's CPU runtime then rejects: "Unsupported element
+    # type for DotThunk::Execute: BF16 x BF16 = F32"; `_transposed` is materialised.)
+    moved_a = m * k * 2 + (k * n * 4 if b_is_NxK else 0)
+    moved_g = m * n * 2 + (0 if b_is_NxK else k * n * 4)
+    if moved_a <= moved_g:
+        db_KxN = _bdot(_transposed(a_bf), g_bf)
+        db = _transposed(db_KxN) if b_is_NxK else db_KxN
+    else:
+        db_NxK = _bdot(_transposed(g_bf), a_bf)
+        db = db_NxK if b_is_NxK else _transposed(db_NxK)
     return da.astype(a_token.dtype), db.astype(b_token.dtype)
 
 
-_batched.defvjp(_batched_fwd, _batched_bwd)
+_product.defvjp(_product_fwd, _product_bwd)
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):

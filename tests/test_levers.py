@@ -205,10 +205,28 @@ def _cpu_has_bf16_units() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-@pytest.mark.skipif(
+needs_bf16_cpu = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not _cpu_has_bf16_units(),
     reason="the YNNPACK bf16 path is XLA's CPU backend on a CPU with bfloat16 instructions",
 )
+
+
+def _dots(hlo: str) -> list[tuple[str, str, list[str], bool]]:
+    """Every dot of a compiled module: (its computation, that computation's parameter list, the
+    dot's operand types, whether the computation is a YNNPACK fusion)."""
+    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
+    found = []
+    for name, params, body in re.findall(
+        r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S
+    ):
+        types = dict(re.findall(r"([\w.]+): (\w+)\[", params))
+        types.update(re.findall(r"%([\w.-]+) = (\w+)\[", body))
+        for operands in re.findall(r" dot\(%([\w.-]+), %([\w.-]+)\)", body):
+            found.append((name, params, [types[o] for o in operands], name in ynn))
+    return found
+
+
+@needs_bf16_cpu
 @pytest.mark.parametrize("k,n", [(128, 512), (512, 128)], ids=["x transposed", "g transposed"])
 def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu(k, n):
     """The point of the module: forward, input and weight gradient each a bf16 x bf16 -> f32 dot
@@ -219,20 +237,14 @@ def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu(k, n):
         return jnp.sum(jnp.tanh(bf16_matmul.matmul(x, w)))
 
     hlo = jax.jit(jax.value_and_grad(f, (0, 1))).lower(x, w).compile().as_text()
-    bodies = {name: (params, body) for name, params, body in
-              re.findall(r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S)}  # fmt: skip
-    ynn = re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo)
-    ynn_dots = [bodies[c][0] for c in ynn if " dot(" in bodies[c][1]]
+    ynn_dots = [params for _, params, _, ynn in _dots(hlo) if ynn]
     assert len(ynn_dots) == 3, ynn_dots
     for params in ynn_dots:
         assert re.fullmatch(r"([\w.]+: bf16\[[\d,]*\](, )?)+", params), params
     assert len(re.findall(r" dot\(", hlo)) == 3  # no other dot anywhere
 
 
-@pytest.mark.skipif(
-    jax.default_backend() != "cpu" or not _cpu_has_bf16_units(),
-    reason="the YNNPACK bf16 path is XLA's CPU backend on a CPU with bfloat16 instructions",
-)
+@needs_bf16_cpu
 def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
     """Scores and context, forward and both gradients each: six dots, all YNNPACK fusions whose
     dot multiplies bf16 operands (a fusion may convert or compute them inside)."""
@@ -243,14 +255,8 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
         return jnp.sum(jnp.tanh(bf16_matmul.batched_matmul(p, v)))
 
     hlo = jax.jit(jax.value_and_grad(f, (0, 1, 2))).lower(q, q, q).compile().as_text()
-    bodies = re.findall(r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S)
-    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
-    dots = 0
-    for name, params, body in bodies:
-        types = dict(re.findall(r"([\w.]+): (\w+)\[", params))
-        types.update(re.findall(r"%([\w.-]+) = (\w+)\[", body))
-        for operands in re.findall(r" dot\(%([\w.-]+), %([\w.-]+)\)", body):
-            dots += 1
-            assert name in ynn, name
-            assert [types[o] for o in operands] == ["bf16", "bf16"], (name, operands)
-    assert dots == 6 == len(re.findall(r" dot\(", hlo))
+    dots = _dots(hlo)
+    for name, _, operand_types, ynn in dots:
+        assert ynn, name
+        assert operand_types == ["bf16", "bf16"], (name, operand_types)
+    assert len(dots) == 6 == len(re.findall(r" dot\(", hlo))
