@@ -260,3 +260,27 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
         assert ynn, name
         assert operand_types == ["bf16", "bf16"], (name, operand_types)
     assert len(dots) == 6 == len(re.findall(r" dot\(", hlo))
+
+
+@needs_bf16_cpu
+def test_bf16_layer_runs_every_dot_in_bf16_on_cpu():
+    """In the model the attention's operands come from the heads' transposes: each of a layer's
+    24 dots (6 dense layers and 2 attention products, each forward and both gradients)
+    multiplies bf16 operands in a YNNPACK fusion. (XLA upcasts a bf16 dot whose operand is a
+    transposed view, not row-major, to a float32 dot.)"""
+    from bert_jax.model import TransformerLayer  # noqa: PLC0415
+
+    config = dataclasses.replace(BASE, bf16_matmul=True, bf16_attention=True)
+    layer = TransformerLayer(config)
+    x, bias = jnp.ones((4, 32, config.hidden_size)), jnp.zeros((4, 1, 1, 32))
+    params = layer.init(jax.random.PRNGKey(0), x, bias, True)
+
+    def f(params, x):
+        return jnp.sum(jnp.tanh(layer.apply(params, x, bias, True)))
+
+    hlo = jax.jit(jax.grad(f, (0, 1))).lower(params, x).compile().as_text()
+    dots = _dots(hlo)
+    for name, _, operand_types, ynn in dots:
+        assert ynn, name
+        assert operand_types == ["bf16", "bf16"], (name, operand_types)
+    assert len(dots) == 24 == len(re.findall(r" dot\(", hlo))
