@@ -71,7 +71,7 @@ class BertConfig:
     # a TPU's default matmul precision, and 4-6x faster matmuls on CPUs with bfloat16 units.
     bf16_matmul: bool = False
     # The same for the attention's two batched matmuls (scores and context, computed with the
-    # heads leading: [B, N, S, D]); attention="einsum" only.
+    # heads leading: [B*N, S, D]); attention="einsum" only.
     bf16_attention: bool = False
 
     def __post_init__(self):
