@@ -13,7 +13,7 @@ import pytest
 
 from bert_jax import bf16_matmul, losses
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import stack_layers, unstack_layers
+from bert_jax.model import TransformerLayer, stack_layers, unstack_layers
 from tests.test_train import CFG, fake_batch
 
 BASE = dataclasses.replace(CFG, num_hidden_layers=3)
@@ -268,8 +268,6 @@ def test_bf16_layer_runs_every_dot_in_bf16_on_cpu():
     24 dots (6 dense layers and 2 attention products, each forward and both gradients)
     multiplies bf16 operands in a YNNPACK fusion. (XLA upcasts a bf16 dot whose operand is a
     transposed view, not row-major, to a float32 dot.)"""
-    from bert_jax.model import TransformerLayer  # noqa: PLC0415
-
     config = dataclasses.replace(BASE, bf16_matmul=True, bf16_attention=True)
     layer = TransformerLayer(config)
     x, bias = jnp.ones((4, 32, config.hidden_size)), jnp.zeros((4, 1, 1, 32))
