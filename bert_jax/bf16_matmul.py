@@ -69,12 +69,17 @@ def matmul_nt(x: Array, w_NxK: Array) -> Array:
 
 def batched_matmul(a: Array, b: Array) -> Array:
     """a[..., M, K] @ b[..., K, N] -> float32, batched over the leading dimensions (attention's
-    probabilities @ values), operands rounded to bfloat16."""
+    probabilities @ values), operands rounded to bfloat16.
+
+    The operands must be row-major arrays, not transposed views (`x.transpose(0, 2, 1, 3)` of
+    the heads keeps their memory order): XLA upcasts a bf16 dot on a view to a float32 dot.
+    Reshaping after the transpose (model.SelfAttention: [B*N, S, D]) makes XLA materialise it."""
     return _product(a, b, False)
 
 
 def batched_matmul_nt(a: Array, b: Array) -> Array:
-    """a[..., M, K] @ b[..., N, K]^T -> float32 (attention's queries @ keys^T)."""
+    """a[..., M, K] @ b[..., N, K]^T -> float32 (attention's queries @ keys^T; row-major
+    operands, as for `batched_matmul`)."""
     return _product(a, b, True)
 
 
