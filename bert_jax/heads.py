@@ -8,7 +8,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.model import BertConfig, BertModel, dense, dropout_layer, kernel_init, layer_norm
+from bert_jax.model import (
+    BertConfig,
+    BertModel,
+    dense,
+    dropout_layer,
+    gelu,
+    kernel_init,
+    layer_norm,
+)
 
 Array = jax.Array
 
@@ -26,7 +34,7 @@ class _Transform(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = self.config
-        x = nn.gelu(dense(c, c.hidden_size, "dense")(x), approximate=False)
+        x = gelu(dense(c, c.hidden_size, "dense")(x))
         return layer_norm(c, "LayerNorm")(x).astype(c.compute_dtype)
 
 

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from bert_jax import bf16_matmul, dropout
 
@@ -156,6 +157,15 @@ def sinusoidal_positions(max_len: int, dim: int) -> np.ndarray:
     table[:, 0::2] = np.sin(angle)
     table[:, 1::2] = np.cos(angle[:, : dim // 2])
     return table.astype(np.float32)
+
+
+def gelu(x: Array) -> Array:
+    """Exact GELU, x * Phi(x) = x/2 (1 + erf(x / sqrt 2)), as transformers' "gelu" computes it.
+
+    `jax.nn.gelu(approximate=False)` computes the same as x/2 erfc(-x / sqrt 2), which XLA's CPU
+    backend evaluates 2-3x slower than erf (docs/benchmarks.md). On float32 inputs from -20 to
+    20 this is within 1.1e-6 of the float64 value (erfc's form: 3.8e-7), its gradient 2.2e-7."""
+    return 0.5 * x * (1.0 + lax.erf(x * 2**-0.5))
 
 
 def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
@@ -330,7 +340,7 @@ class Intermediate(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = dense(self.config, self.config.intermediate_size, "dense")(x)
-        return nn.gelu(h, approximate=False)
+        return gelu(h)
 
 
 class TransformerLayer(nn.Module):
