@@ -6,6 +6,7 @@ r"""Training-step speed of bert-jax against Hugging Face's Flax BERT, in the sam
     python experiments/benchmark.py --size=mini --set=bf16_matmul=true   # a CPU with AMX
     python experiments/benchmark.py --size=large --seq=128 --batch=8 --steps=3 \
         --set=scan_layers=true,remat=full
+    python experiments/benchmark.py --size=mini --head=span --seq=384   # a fine-tuning step
 
 Times the jitted pre-training step (MLM at the masked positions + NSP, AdamW, dropout on) after
 compilation: the median of `--steps` steps. With a transformers 4.x importable (Flax was removed
@@ -17,6 +18,11 @@ step (DESIGN.md: 3 x [2 S L (4 d^2 + 2 d d_ff) + 4 L d S^2 + 2 P (d^2 + d V)] pe
 scored positions), MFU against a float32 matmul peak measured in the same run (on accelerators,
 and on CPU when the step's matmuls are bfloat16: the bf16 x bf16 -> f32 matmul peak, measured
 likewise), compile time and peak memory.
+
+`--head=classification|token|span` times a fine-tuning step instead (bert_jax/finetune.py's
+train step: the head's loss, AdamW as configs/finetune.py sets it, dropout on) against Hugging
+Face's `FlaxBertForSequenceClassification` / `...TokenClassification` / `...QuestionAnswering`
+with the same loss; its FLOPs are the encoder's and the head's (no MLM head).
 
 `--output=results.jsonl --table=docs/benchmarks.md` appends the result as a JSON line and
 rewrites the table between the markers in docs/benchmarks.md from all lines of the file.
@@ -38,6 +44,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 FLAGS = flags.FLAGS
+# Fine-tuning heads (bert_jax/finetune.py's names) -> Hugging Face's Flax class for them.
+FINETUNE_HEADS = {
+    "classification": "FlaxBertForSequenceClassification",
+    "token": "FlaxBertForTokenClassification",
+    "span": "FlaxBertForQuestionAnswering",
+}
+DEFAULT_LABELS = {"classification": 2, "token": 9, "span": 2}
 
 
 def _define_flags() -> None:
@@ -48,6 +61,13 @@ def _define_flags() -> None:
         "predictions", 0, "Masked positions per sequence (0: 20 at 128, 80 at 512)."
     )
     flags.DEFINE_integer("vocab", 30522, "Vocabulary size.")
+    flags.DEFINE_enum(
+        "head", "pretraining", ["pretraining", *FINETUNE_HEADS],
+        "The step timed: pre-training (MLM + NSP) or fine-tuning with this head.",
+    )  # fmt: skip
+    flags.DEFINE_integer(
+        "labels", 0, "Classes of a classification or token head (0: 2 and 9, as SST-2 and CoNLL)."
+    )
     flags.DEFINE_integer("steps", 10, "Timed steps (after compilation); the median is reported.")
     flags.DEFINE_string("dtype", "float32", "Compute dtype: float32 | bfloat16.")
     flags.DEFINE_list("set", [], "Model config fields, e.g. --set=fused_qkv=true,attention=dot.")
@@ -72,6 +92,14 @@ def flops_per_sequence(c, seq: int, predictions: int) -> float:
         + 2 * predictions * (d * d + d * v)
     )
     return 3.0 * forward
+
+
+def finetune_flops_per_sequence(c, seq: int, head: str, labels: int) -> float:
+    """flops_per_sequence without the MLM head, plus the fine-tuning head's matmuls: the pooler
+    and classifier on [CLS], or a [d, labels] layer at every position."""
+    d = c.hidden_size
+    head_forward = 2 * (d * d + d * labels) if head == "classification" else 2 * seq * d * labels
+    return flops_per_sequence(c, seq, 0) + 3.0 * head_forward
 
 
 def matmul_peak(dtype: str) -> float:
@@ -152,6 +180,25 @@ def random_batch(rng, vocab: int, seq: int, batch: int, predictions: int) -> dic
     }
 
 
+def finetune_batch(rng, vocab: int, seq: int, batch: int, *, head: str, labels: int) -> dict:
+    """Random full-length pairs with the targets of a fine-tuning head (bert_jax/finetune.py's
+    names): a class per row, a tag per token, or an answer span."""
+    import numpy as np  # noqa: PLC0415
+
+    b = random_batch(rng, vocab, seq, batch, predictions=1)
+    b = {k: b[k] for k in ("input_ids", "input_mask", "segment_ids")}
+    if head == "classification":
+        b["label"] = rng.integers(0, labels, batch).astype(np.int32)
+    elif head == "token":
+        b["label"] = rng.integers(0, labels, (batch, seq)).astype(np.int32)
+        b["label_weights"] = np.ones((batch, seq), np.float32)
+    else:
+        start = rng.integers(1, seq - 8, batch)
+        b["start_position"] = start.astype(np.int32)
+        b["end_position"] = (start + rng.integers(0, 8, batch)).astype(np.int32)
+    return b
+
+
 def hf_batch(b: dict) -> dict:
     """The same batch in the form Hugging Face's head reads: labels at every position, a mask
     that is 1 at the masked positions."""
@@ -186,16 +233,70 @@ def our_step(config, batches: list[dict], steps: int) -> dict:
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
 
 
-def hf_step(config, batches: list[dict], steps: int) -> dict | None:
-    """Hugging Face FlaxBertForPreTraining (MLM logits at every position, loss on the masked
-    ones, + NSP), optax AdamW with the same schedule shape; None if transformers<5 is absent."""
+def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels: int) -> dict:
+    import jax  # noqa: PLC0415
+
+    from bert_jax import finetune, optim  # noqa: PLC0415
+    from configs import finetune as finetune_config  # noqa: PLC0415
+
+    model = finetune.make_model(head, config, labels)
+    opt = finetune_config.get_config().optimizer
+    opt.warmup_steps = 10
+    tx, _ = optim.make_optimizer(opt, 1000)
+    state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
+    batches = [jax.device_put(b) for b in batches]
+    step = jax.jit(
+        functools.partial(finetune.train_step, model=model, optimizer=tx, head=head),
+        donate_argnums=0,
+    )
+    compile_s, step_s, memory = time_steps(step, state, batches, steps)
+    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+
+
+def _hf_pretraining_loss(out, b):
+    """MLM logits at every position, the loss on the masked ones, + NSP."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    import optax  # noqa: PLC0415
+
+    logp = jax.nn.log_softmax(out.prediction_logits.astype(jnp.float32))
+    mlm = -jnp.take_along_axis(logp, b["labels"][..., None], -1)[..., 0]
+    mlm = jnp.sum(mlm * b["label_mask"]) / jnp.sum(b["label_mask"])
+    nsp = optax.softmax_cross_entropy_with_integer_labels(
+        out.seq_relationship_logits.astype(jnp.float32), b["next_sentence_label"]
+    ).mean()
+    return mlm + nsp
+
+
+def _hf_finetune_loss(head: str):
+    """The same loss as losses.task_sums for `head` (span: the mean of start and end)."""
+    import jax.numpy as jnp  # noqa: PLC0415
+    import optax  # noqa: PLC0415
+
+    def xent(logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+    def loss(out, b):
+        if head == "span":
+            start = xent(out.start_logits, b["start_position"])
+            return jnp.mean((start + xent(out.end_logits, b["end_position"])) / 2)
+        per_label = xent(out.logits, b["label"])
+        if head == "token":
+            return jnp.sum(per_label * b["label_weights"]) / jnp.sum(b["label_weights"])
+        return jnp.mean(per_label)
+
+    return loss
+
+
+def hf_step(config, batches: list[dict], steps: int, head: str = "pretraining",
+            labels: int = 2) -> dict | None:  # fmt: skip
+    """Hugging Face's Flax model for `head` (FlaxBertForPreTraining or FINETUNE_HEADS) with the
+    same loss, optax AdamW with the same schedule shape; None if transformers<5 is absent."""
     try:
         import transformers  # noqa: PLC0415
 
         if int(transformers.__version__.split(".")[0]) >= 5:
             return None
-        from transformers import BertConfig as HFConfig  # noqa: PLC0415
-        from transformers import FlaxBertForPreTraining  # noqa: PLC0415
     except ImportError:
         return None
     import jax  # noqa: PLC0415
@@ -203,14 +304,16 @@ def hf_step(config, batches: list[dict], steps: int) -> dict | None:
     import optax  # noqa: PLC0415
 
     seq = batches[0]["input_ids"].shape[1]
-    hf = FlaxBertForPreTraining(
-        HFConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                 num_hidden_layers=config.num_hidden_layers,
-                 num_attention_heads=config.num_attention_heads,
-                 intermediate_size=config.intermediate_size,
-                 max_position_embeddings=max(512, seq)),
+    name = FINETUNE_HEADS.get(head, "FlaxBertForPreTraining")
+    hf = getattr(transformers, name)(
+        transformers.BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                                num_hidden_layers=config.num_hidden_layers,
+                                num_attention_heads=config.num_attention_heads,
+                                intermediate_size=config.intermediate_size,
+                                max_position_embeddings=max(512, seq), num_labels=labels),
         seed=0, dtype=jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32,
     )  # fmt: skip
+    loss_of = _hf_pretraining_loss if head == "pretraining" else _hf_finetune_loss(head)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, weight_decay=0.01))
     state = {"params": hf.params, "opt": tx.init(hf.params), "rng": jax.random.PRNGKey(0)}
 
@@ -220,20 +323,14 @@ def hf_step(config, batches: list[dict], steps: int) -> dict | None:
         def loss_fn(params):
             out = hf(b["input_ids"], b["input_mask"], b["segment_ids"], params=params,
                      dropout_rng=dropout, train=True)  # fmt: skip
-            logp = jax.nn.log_softmax(out.prediction_logits.astype(jnp.float32))
-            mlm = -jnp.take_along_axis(logp, b["labels"][..., None], -1)[..., 0]
-            mlm = jnp.sum(mlm * b["label_mask"]) / jnp.sum(b["label_mask"])
-            nsp = optax.softmax_cross_entropy_with_integer_labels(
-                out.seq_relationship_logits.astype(jnp.float32), b["next_sentence_label"]
-            ).mean()
-            return mlm + nsp
+            return loss_of(out, b)
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         updates, opt = tx.update(grads, state["opt"], state["params"])
         return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
-    batches = [jax.device_put(hf_batch(b)) for b in batches]
+    batches = [jax.device_put(hf_batch(b) if head == "pretraining" else b) for b in batches]
     compile_s, step_s, memory = time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory,
             "transformers": transformers.__version__}  # fmt: skip
@@ -257,8 +354,9 @@ def markdown_table(results: list[dict]) -> str:
     def cell(r, key):
         v = r.get(key)
         if key == "options":
+            head = [f"head={r['head']}"] if r.get("head") else []
             kept = ["freed memory kept"] if r.get("keep_freed_memory") else []
-            return ",".join([f"{k}={x}" for k, x in (v or {}).items()] + kept) or "default"
+            return ",".join(head + [f"{k}={x}" for k, x in (v or {}).items()] + kept) or "default"
         return "-" if v is None else str(v)
 
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -312,18 +410,30 @@ def main(argv: list[str]) -> None:
     peaks = {d: matmul_peak(d) for d in dtypes}
     rng = np.random.default_rng(0)
     # Both steps train on these two batches, alternately.
-    batches = [
-        random_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)
-    ]
-    ours = our_step(config, batches, FLAGS.steps)
-    hf = hf_step(config, batches, FLAGS.steps) if FLAGS.reference else None
+    head, labels = FLAGS.head, FLAGS.labels or DEFAULT_LABELS.get(FLAGS.head, 0)
+    if head == "pretraining":
+        batches = [random_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds)
+                   for _ in range(2)]  # fmt: skip
+        ours = our_step(config, batches, FLAGS.steps)
+        flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
+        hf_flops = flops_per_sequence(config, FLAGS.seq, FLAGS.seq) * FLAGS.batch
+    else:
+        batches = [
+            finetune_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, head=head, labels=labels)
+            for _ in range(2)
+        ]
+        ours = our_finetune_step(config, batches, FLAGS.steps, head, labels)
+        flops = hf_flops = (
+            finetune_flops_per_sequence(config, FLAGS.seq, head, labels) * FLAGS.batch
+        )
+    hf = hf_step(config, batches, FLAGS.steps, head, labels) if FLAGS.reference else None
     # The peaks are measured before and after the steps, and the higher one kept.
     peaks = {d: max(p, matmul_peak(d)) for d, p in peaks.items()}
     peak = peaks[peak_dtype]
-    flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
     result = {
         "size": FLAGS.size, "seq": FLAGS.seq, "batch": FLAGS.batch, "dtype": FLAGS.dtype,
-        "options": dict(fields), "keep_freed_memory": kept, "backend": backend,
+        "options": dict(fields), **({"head": head} if head != "pretraining" else {}),
+        "keep_freed_memory": kept, "backend": backend,
         "device": str(jax.devices()[0].device_kind),
         "peak_tflops": round(peak / 1e12, 3), "peak_dtype": peak_dtype,
         "ours_seqs_per_s": round(FLAGS.batch / ours["step_s"], 2),
@@ -337,7 +447,6 @@ def main(argv: list[str]) -> None:
         "ours_device_memory_mb": ours["device_memory_mb"] and round(ours["device_memory_mb"]),
     }  # fmt: skip
     if hf is not None:
-        hf_flops = flops_per_sequence(config, FLAGS.seq, FLAGS.seq) * FLAGS.batch
         result.update({
             "hf_transformers": hf["transformers"],
             "hf_seqs_per_s": round(FLAGS.batch / hf["step_s"], 2),

@@ -6,14 +6,17 @@ import json
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
+import pytest
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import benchmark  # noqa: E402
 import compare_curves  # noqa: E402
 
+from bert_jax import losses  # noqa: E402
 from bert_jax.model import BertConfig  # noqa: E402
 
 
@@ -22,6 +25,34 @@ def test_flops_formula_by_hand():
     c = BertConfig(vocab_size=10, hidden_size=2, num_hidden_layers=1, num_attention_heads=1,
                    intermediate_size=4)  # fmt: skip
     assert benchmark.flops_per_sequence(c, seq=3, predictions=1) == 3 * 312
+
+
+def test_finetune_flops_by_hand():
+    # Encoder forward as above without the MLM head: 2*3*1*(16+16) + 4*1*2*9 = 264; the
+    # classification head (pooler 2x2, classifier 2x2 labels) 2*(4+4) = 16; a token head with 5
+    # labels 2*3*2*5 = 60 (every position).
+    c = BertConfig(vocab_size=10, hidden_size=2, num_hidden_layers=1, num_attention_heads=1,
+                   intermediate_size=4)  # fmt: skip
+    assert benchmark.finetune_flops_per_sequence(c, 3, "classification", 2) == 3 * (264 + 16)
+    assert benchmark.finetune_flops_per_sequence(c, 3, "token", 5) == 3 * (264 + 60)
+
+
+@pytest.mark.parametrize("head", ["classification", "token", "span"])
+def test_hugging_face_finetune_loss_is_ours(head):
+    """The loss the benchmark gives Hugging Face's model is losses.task_sums' mean."""
+    rng = np.random.default_rng(0)
+    b = benchmark.finetune_batch(rng, vocab=100, seq=16, batch=4, head=head, labels=3)
+    if head == "span":
+        assert (b["start_position"] <= b["end_position"]).all() and b["end_position"].max() < 16
+        outputs = {k: rng.normal(size=(4, 16)).astype(np.float32)
+                   for k in ("start_logits", "end_logits")}  # fmt: skip
+    else:
+        outputs = {"logits": rng.normal(size=b["label"].shape + (3,)).astype(np.float32)}
+    if head == "token":
+        b["label_weights"][0, 8:] = 0  # padding tokens are not scored
+    sums = losses.task_sums(head, outputs, b)
+    hf_loss = benchmark._hf_finetune_loss(head)(types.SimpleNamespace(**outputs), b)
+    np.testing.assert_allclose(hf_loss, sums["loss"] / sums["weight"], rtol=1e-6)
 
 
 def test_hugging_face_step_gets_the_same_batch():
@@ -74,11 +105,27 @@ def test_runs_end_to_end(tmp_path):
     assert "fused_qkv=True" in doc.read_text()
 
 
+def test_runs_a_finetuning_step_end_to_end(tmp_path):
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, str(EXPERIMENTS / "benchmark.py"), "--size=tiny", "--seq=32",
+           "--batch=4", "--vocab=512", "--steps=2", "--reference=false", "--head=span",
+           f"--output={out}"]  # fmt: skip
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["head"] == "span" and result["ours_seqs_per_s"] > 0
+    c = BertConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=512)  # fmt: skip
+    flops = benchmark.finetune_flops_per_sequence(c, 32, "span", 2) * 4
+    assert result["ours_model_gflop_per_step"] == round(flops / 1e9, 2)
+    assert "head=span" in benchmark.markdown_table([result])
+
+
 def test_compare_curves_table_and_largest_difference(tmp_path):
-    for name, losses in (("a", [4.0, 2.0]), ("b", [4.1, 2.0])):
+    for name, values in (("a", [4.0, 2.0]), ("b", [4.1, 2.0])):
         (tmp_path / name).mkdir()
         rows = [
-            {"step": s, "split": "train", "loss": v} for s, v in zip((10, 20), losses, strict=True)
+            {"step": s, "split": "train", "loss": v} for s, v in zip((10, 20), values, strict=True)
         ]
         rows.append({"step": 20, "split": "eval", "loss": 9.0})
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
