@@ -364,19 +364,25 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replace_block(markdown_file: str, begin: str, end: str, text: str) -> None:
+    """Put `text` between the markers `begin` and `end` of `markdown_file` (appended with the
+    markers if they are absent)."""
+    path = pathlib.Path(markdown_file)
+    doc = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + block + rest.split(end, 1)[1]
+    else:
+        doc = doc + ("\n" if doc else "") + block + "\n"
+    path.write_text(doc)
+
+
 def write_table(results_file: str, markdown_file: str) -> None:
-    """Replace the text between the table markers of `markdown_file` (appended if absent)."""
+    """Replace the results table of `markdown_file` with one made from all of `results_file`."""
     with open(results_file) as f:
         results = [json.loads(line) for line in f if line.strip()]
-    path = pathlib.Path(markdown_file)
-    text = path.read_text() if path.exists() else ""
-    block = f"{TABLE_BEGIN}\n{markdown_table(results)}\n{TABLE_END}"
-    if TABLE_BEGIN in text and TABLE_END in text:
-        head, rest = text.split(TABLE_BEGIN, 1)
-        text = head + block + rest.split(TABLE_END, 1)[1]
-    else:
-        text = text + ("\n" if text else "") + block + "\n"
-    path.write_text(text)
+    replace_block(markdown_file, TABLE_BEGIN, TABLE_END, markdown_table(results))
 
 
 def main(argv: list[str]) -> None:

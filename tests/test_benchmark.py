@@ -1,6 +1,7 @@
 """experiments/benchmark.py: the FLOP formula of DESIGN.md, the results table, and one real run
 of a tiny model end to end (speed itself is measured by the script, never asserted here);
-experiments/compare_curves.py on fixture metrics."""
+experiments/compare_curves.py on fixture metrics; experiments/scaling.py's ratios by hand and one
+tiny run."""
 
 import json
 import pathlib
@@ -15,6 +16,7 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import benchmark  # noqa: E402
 import compare_curves  # noqa: E402
+import scaling  # noqa: E402
 
 from bert_jax import losses  # noqa: E402
 from bert_jax.model import BertConfig  # noqa: E402
@@ -134,3 +136,38 @@ def test_compare_curves_table_and_largest_difference(tmp_path):
     text = compare_curves.compare([a, b], ["a", "b"], "loss")
     assert "| 10 | 4.0000 | 4.1000 |" in text
     assert "max |b - a| over 2 steps: 0.1000 (2.50% of the reference)" in text
+
+
+def test_scaling_ratios_by_hand():
+    points = [
+        {"size": "tiny", "seq": 128, "gflop_per_step": 10.0, "step_s": 1.0},
+        {"size": "tiny", "seq": 512, "gflop_per_step": 20.0, "step_s": 3.0},
+        {"size": "mini", "seq": 128, "gflop_per_step": 40.0, "step_s": 2.0},
+    ]
+    tiny512, mini128 = scaling.with_ratios(points)[1:]
+    # 3x the time for 2x the FLOPs of tiny at 128: 1.5; mini 2x the time for 4x the FLOPs: 0.5.
+    assert (tiny512["vs_shorter"], tiny512["vs_smaller"]) == (1.5, 1.0)
+    assert (mini128["vs_shorter"], mini128["vs_smaller"]) == (1.0, 0.5)
+
+
+def test_scaling_runs_end_to_end(tmp_path):
+    out, doc, fig = tmp_path / "s.jsonl", tmp_path / "s.md", tmp_path / "s.png"
+    doc.write_text("# Speed\n")
+    cmd = [sys.executable, str(EXPERIMENTS / "scaling.py"), "--sizes=tiny", "--seqs=16,32",
+           "--tokens=64", "--vocab=512", "--steps=1", f"--output={out}", f"--table={doc}",
+           f"--plot={fig}"]  # fmt: skip
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr[-3000:]
+    points = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(p["seq"], p["batch"]) for p in points] == [(16, 4), (32, 2)]
+    assert all(p["step_s"] > 0 and p["gflop_per_step"] > 0 for p in points)
+    text = doc.read_text()
+    assert text.startswith("# Speed\n") and scaling.TABLE_BEGIN in text
+    assert len([line for line in text.splitlines() if line.startswith("| tiny |")]) == 2
+    assert fig.stat().st_size > 0
+
+
+def test_scaling_rejects_a_token_count_the_length_does_not_divide():
+    cmd = [sys.executable, str(EXPERIMENTS / "scaling.py"), "--seqs=128", "--tokens=100"]
+    run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "--tokens=100 is not a multiple of --seqs 128" in run.stderr
