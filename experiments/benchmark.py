@@ -193,9 +193,10 @@ def finetune_batch(rng, vocab: int, seq: int, batch: int, *, head: str, labels: 
         b["label"] = rng.integers(0, labels, (batch, seq)).astype(np.int32)
         b["label_weights"] = np.ones((batch, seq), np.float32)
     else:
-        start = rng.integers(1, seq - 8, batch)
+        width = min(8, seq - 2)  # answers of up to 8 tokens, after [CLS]
+        start = rng.integers(1, seq - width, batch)
         b["start_position"] = start.astype(np.int32)
-        b["end_position"] = (start + rng.integers(0, 8, batch)).astype(np.int32)
+        b["end_position"] = (start + rng.integers(0, width, batch)).astype(np.int32)
     return b
 
 
@@ -389,6 +390,8 @@ def main(argv: list[str]) -> None:
     del argv
     if FLAGS.table and not FLAGS.output:
         raise app.UsageError("--table needs --output (the JSON lines it is made from).")
+    if FLAGS.labels and FLAGS.head not in ("classification", "token"):
+        raise app.UsageError(f"--labels is for --head=classification|token (got {FLAGS.head}).")
     if FLAGS.reference_site:
         sys.path.insert(0, FLAGS.reference_site)
     from bert_jax import host_memory  # noqa: PLC0415

@@ -48,10 +48,7 @@ def measure(size: str, seq: int, *, tokens: int, vocab: int, steps: int, sets) -
     from configs import common  # noqa: PLC0415
 
     batch, preds = tokens // seq, common.max_predictions(seq)
-    try:
-        config, fields = benchmark.bert_config(size, vocab, seq, sets=sets)
-    except ValueError as e:
-        raise app.UsageError(f"--set: {e}") from None
+    config, fields = benchmark.bert_config(size, vocab, seq, sets=sets)
     rng = np.random.default_rng(0)
     batches = [benchmark.random_batch(rng, config.vocab_size, seq, batch, preds) for _ in range(2)]
     timing = benchmark.our_step(config, batches, steps)
@@ -137,6 +134,11 @@ def main(argv: list[str]) -> None:
 
     if FLAGS.keep_freed_memory:
         host_memory.keep_freed_memory()
+    for size in FLAGS.sizes:  # a typo fails here, before any point is measured
+        try:
+            benchmark.bert_config(size, FLAGS.vocab, 128, sets=FLAGS.set)
+        except ValueError as e:
+            raise app.UsageError(f"--sizes / --set: {e}") from None
     import jax  # noqa: PLC0415
 
     # MFU against the float32 matmul peak on CPU (the yardstick, whatever the step's

@@ -167,7 +167,16 @@ def test_scaling_runs_end_to_end(tmp_path):
     assert fig.stat().st_size > 0
 
 
-def test_scaling_rejects_a_token_count_the_length_does_not_divide():
-    cmd = [sys.executable, str(EXPERIMENTS / "scaling.py"), "--seqs=128", "--tokens=100"]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seqs=128", "--tokens=100"], "--tokens=100 is not a multiple of --seqs 128"),
+        (["--sizes=mini,huge"], "size='huge' is not one of"),
+        (["--set=fused_qvk=true"], "unknown config arg 'fused_qvk'"),
+    ],
+)
+def test_scaling_rejects_bad_flags_before_measuring(args, message):
+    cmd = [sys.executable, str(EXPERIMENTS / "scaling.py"), *args]
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "--tokens=100 is not a multiple of --seqs 128" in run.stderr
+    assert run.returncode != 0 and message in run.stderr
+    assert '"step_s"' not in run.stdout
