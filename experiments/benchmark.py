@@ -213,6 +213,17 @@ def hf_batch(b: dict) -> dict:
             "next_sentence_label": b["next_sentence_labels"]}  # fmt: skip
 
 
+def timed(step_fn, state, batches: list[dict], steps: int) -> dict:
+    """`time_steps` of `step_fn(state, batch)` jitted with the state donated, on device batches."""
+    import jax  # noqa: PLC0415
+
+    batches = [jax.device_put(b) for b in batches]
+    compile_s, step_s, memory = time_steps(
+        jax.jit(step_fn, donate_argnums=0), state, batches, steps
+    )
+    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+
+
 def our_step(config, batches: list[dict], steps: int) -> dict:
     import jax  # noqa: PLC0415
 
@@ -228,10 +239,8 @@ def our_step(config, batches: list[dict], steps: int) -> dict:
     _, seq = batches[0]["input_ids"].shape
     predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
-    batches = [jax.device_put(b) for b in batches]
-    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx), donate_argnums=0)
-    compile_s, step_s, memory = time_steps(step, state, batches, steps)
-    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+    step = functools.partial(train.train_step, model=model, optimizer=tx)
+    return timed(step, state, batches, steps)
 
 
 def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels: int) -> dict:
@@ -241,17 +250,13 @@ def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels
     from configs import finetune as finetune_config  # noqa: PLC0415
 
     model = finetune.make_model(head, config, labels)
+    # AdamW as configs/finetune.py sets it (a short warmup, as above).
     opt = finetune_config.get_config().optimizer
     opt.warmup_steps = 10
     tx, _ = optim.make_optimizer(opt, 1000)
     state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
-    batches = [jax.device_put(b) for b in batches]
-    step = jax.jit(
-        functools.partial(finetune.train_step, model=model, optimizer=tx, head=head),
-        donate_argnums=0,
-    )
-    compile_s, step_s, memory = time_steps(step, state, batches, steps)
-    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+    step = functools.partial(finetune.train_step, model=model, optimizer=tx, head=head)
+    return timed(step, state, batches, steps)
 
 
 def _hf_pretraining_loss(out, b):
@@ -331,10 +336,8 @@ def hf_step(config, batches: list[dict], steps: int, head: str = "pretraining",
         return {"params": optax.apply_updates(state["params"], updates), "opt": opt,
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
-    batches = [jax.device_put(hf_batch(b) if head == "pretraining" else b) for b in batches]
-    compile_s, step_s, memory = time_steps(jax.jit(step, donate_argnums=0), state, batches, steps)
-    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory,
-            "transformers": transformers.__version__}  # fmt: skip
+    batches = [hf_batch(b) if head == "pretraining" else b for b in batches]
+    return {**timed(step, state, batches, steps), "transformers": transformers.__version__}
 
 
 TABLE_BEGIN, TABLE_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"

@@ -127,7 +127,8 @@ def plot(points: list[dict], path: str) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    for seq in map(int, FLAGS.seqs):
+    seqs = [int(s) for s in FLAGS.seqs]
+    for seq in seqs:
         if FLAGS.tokens % seq:
             raise app.UsageError(f"--tokens={FLAGS.tokens} is not a multiple of --seqs {seq}.")
     from bert_jax import host_memory  # noqa: PLC0415
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> None:
     peak = benchmark.matmul_peak(peak_dtype)
     points = []
     for size in FLAGS.sizes:
-        for seq in map(int, FLAGS.seqs):
+        for seq in seqs:
             p = measure(size, seq, tokens=FLAGS.tokens, vocab=FLAGS.vocab, steps=FLAGS.steps,
                         sets=FLAGS.set)  # fmt: skip
             print(json.dumps(p), flush=True)

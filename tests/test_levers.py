@@ -226,6 +226,15 @@ def _dots(hlo: str) -> list[tuple[str, str, list[str], bool]]:
     return found
 
 
+def _assert_only_bf16_ynn_dots(hlo: str, count: int) -> None:
+    """`hlo` holds `count` dots, each on bf16 operands in a YNNPACK fusion."""
+    dots = _dots(hlo)
+    for name, _, operand_types, ynn in dots:
+        assert ynn, name
+        assert operand_types == ["bf16", "bf16"], (name, operand_types)
+    assert len(dots) == count == len(re.findall(r" dot\(", hlo))
+
+
 @needs_bf16_cpu
 @pytest.mark.parametrize("k,n", [(128, 512), (512, 128)], ids=["x transposed", "g transposed"])
 def test_bf16_matmul_gradient_runs_three_bf16_dots_on_cpu(k, n):
@@ -255,11 +264,7 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
         return jnp.sum(jnp.tanh(bf16_matmul.batched_matmul(p, v)))
 
     hlo = jax.jit(jax.value_and_grad(f, (0, 1, 2))).lower(q, q, q).compile().as_text()
-    dots = _dots(hlo)
-    for name, _, operand_types, ynn in dots:
-        assert ynn, name
-        assert operand_types == ["bf16", "bf16"], (name, operand_types)
-    assert len(dots) == 6 == len(re.findall(r" dot\(", hlo))
+    _assert_only_bf16_ynn_dots(hlo, 6)
 
 
 @needs_bf16_cpu
@@ -277,8 +282,4 @@ def test_bf16_layer_runs_every_dot_in_bf16_on_cpu():
         return jnp.sum(jnp.tanh(layer.apply(params, x, bias, True)))
 
     hlo = jax.jit(jax.grad(f, (0, 1))).lower(params, x).compile().as_text()
-    dots = _dots(hlo)
-    for name, _, operand_types, ynn in dots:
-        assert ynn, name
-        assert operand_types == ["bf16", "bf16"], (name, operand_types)
-    assert len(dots) == 24 == len(re.findall(r" dot\(", hlo))
+    _assert_only_bf16_ynn_dots(hlo, 24)
