@@ -106,15 +106,13 @@ def train_step(
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
     grads, sums = psum(grads), psum(sums)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
     metrics = losses.task_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     # As in pre-training: a non-finite loss or gradient leaves params and optimizer state as
     # they were (the loop stops with an error if a log step's loss is non-finite).
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    params, opt_state = optim.keep_if_finite(
-        finite, (params, opt_state), (state["params"], state["opt_state"])
+    params, opt_state, metrics["update_norm"] = optim.update_if_finite(
+        optimizer, finite, grads, state["opt_state"], state["params"]
     )
     new_state = {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}
     return new_state, metrics

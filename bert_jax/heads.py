@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import vocab_xent
 from bert_jax.model import (
     BertConfig,
     BertModel,
@@ -39,14 +40,26 @@ class _Transform(nn.Module):
 
 
 class Predictions(nn.Module):
-    """`cls/predictions`: transform, then logits = h @ word_embeddings^T + output_bias."""
+    """`cls/predictions`: transform, then logits = h @ word_embeddings^T + output_bias.
+
+    With `labels_BxP`, the cross-entropy instead: (-log softmax(logits)[label], hit) per
+    position, through vocab_xent.py (the logits' gradient is never materialised)."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxPxH: Array, embeddings) -> Array:
-        h_BxPxH = _Transform(self.config, name="transform")(x_BxPxH)
-        bias_V = self.param("output_bias", nn.initializers.zeros, (self.config.vocab_size,))
+    def __call__(self, x_BxPxH: Array, embeddings, labels_BxP: Array | None = None):
+        c = self.config
+        h_BxPxH = _Transform(c, name="transform")(x_BxPxH)
+        bias_V = self.param("output_bias", nn.initializers.zeros, (c.vocab_size,))
+        if labels_BxP is not None:
+            b, p, h = h_BxPxH.shape
+            matmul_dtype = jnp.bfloat16 if c.bf16_matmul else c.compute_dtype
+            table_VxH = embeddings.word_embeddings.embedding
+            nll_P, hit_P = vocab_xent.vocab_cross_entropy(
+                h_BxPxH.reshape(b * p, h), table_VxH, bias_V, labels_BxP.reshape(-1), matmul_dtype
+            )
+            return nll_P.reshape(b, p), hit_P.reshape(b, p)
         logits_BxPxV = embeddings.attend(h_BxPxH)
         return logits_BxPxV.astype(jnp.float32) + bias_V
 
@@ -83,9 +96,11 @@ class BertForPreTraining(nn.Module):
     """BERT + masked-LM head (scored only at `masked_lm_positions`) + NSP head.
 
     Returns float32 logits: `mlm_logits` [B, P, V] and `nsp_logits` [B, 2]. With
-    `masked_lm_positions=None` the MLM head scores every position ([B, S, V]). A packed batch
-    (`position_ids`, `next_sentence_positions` [B, K]; see data/packing.py) gets `nsp_logits`
-    [B, K, 2], one per sequence of the row.
+    `masked_lm_positions=None` the MLM head scores every position ([B, S, V]). Given the
+    answers `masked_lm_ids` [B, P] too, and with config.fused_mlm_loss, it returns `mlm_nll`
+    and `mlm_hit` [B, P] in place of `mlm_logits` (Predictions; what train.py scores). A packed
+    batch (`position_ids`, `next_sentence_positions` [B, K]; see data/packing.py) gets
+    `nsp_logits` [B, K, 2], one per sequence of the row.
     """
 
     config: BertConfig
@@ -104,6 +119,7 @@ class BertForPreTraining(nn.Module):
         *,
         position_ids: Array | None = None,
         next_sentence_positions: Array | None = None,
+        masked_lm_ids: Array | None = None,
     ) -> dict[str, Array]:
         out = self.bert(
             input_ids,
@@ -116,10 +132,14 @@ class BertForPreTraining(nn.Module):
         seq_BxSxH = out["sequence_output"]
         if masked_lm_positions is not None:
             seq_BxSxH = gather_positions(seq_BxSxH, masked_lm_positions)
-        return {
-            "mlm_logits": self.cls.predictions(seq_BxSxH, self.bert.embeddings),
-            "nsp_logits": self.cls.seq_relationship(out["pooled_output"]),
-        }
+        outputs = {"nsp_logits": self.cls.seq_relationship(out["pooled_output"])}
+        if masked_lm_ids is not None and self.config.fused_mlm_loss:
+            outputs["mlm_nll"], outputs["mlm_hit"] = self.cls.predictions(
+                seq_BxSxH, self.bert.embeddings, masked_lm_ids
+            )
+        else:
+            outputs["mlm_logits"] = self.cls.predictions(seq_BxSxH, self.bert.embeddings)
+        return outputs
 
 
 # Which encoder outputs a head reads (BERT Table 7): every hidden state is [B, S, H];

@@ -7,6 +7,8 @@ with few masked tokens as much as one with many.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -65,6 +67,8 @@ def pretraining_sums(
     that fill the last eval batch to a fixed shape. `causal`: the "mlm" sums are those of a
     left-to-right LM instead (`mlm_logits` [B, S, V] of the unmasked input; the target of
     position t is token t+1). `next_sentence=False` (data without NSP): NSP sums are all zero.
+    The MLM sums come from `mlm_logits`, or from `mlm_nll` and `mlm_hit` where the head scored
+    the answers itself (heads.BertForPreTraining with model.fused_mlm_loss).
     """
     ex_w = batch.get("example_weights")
     if ex_w is None:
@@ -74,7 +78,7 @@ def pretraining_sums(
         targets = unmasked_input_ids(batch)[:, 1:]
         mlm_w = batch["input_mask"][:, 1:].astype(jnp.float32) * ex_w[:, None]
     else:
-        logits, targets = outputs["mlm_logits"], batch["masked_lm_ids"]
+        logits, targets = outputs.get("mlm_logits"), batch["masked_lm_ids"]
         mlm_w = batch["masked_lm_weights"] * ex_w[:, None]
     if packing.is_packed(batch):  # one NSP label per sequence of a row [B, K]
         nsp_w = batch["next_sentence_weights"] * ex_w[:, None]
@@ -86,16 +90,24 @@ def pretraining_sums(
     if not next_sentence:
         nsp_w = jnp.zeros_like(nsp_w)
     sums = {}
-    sums["mlm_loss"], sums["mlm_weight"] = weighted_cross_entropy(logits, targets, mlm_w)
-    sums["mlm_correct"], _ = weighted_correct(logits, targets, mlm_w)
     # The predictions only context can make: the answer is not the token the model sees there
     # ([MASK] or a random token; a causal LM never sees its target). Copying the visible token
     # at the kept 10% adds ~0.1 to mlm_accuracy and nothing here, so a model that reads no
     # context stays at the unigram guess here (experiments/mlm_baselines.py).
     hidden_w = mlm_w if causal else mlm_w * (visible_tokens(batch) != targets)
-    sums["mlm_hidden_correct"], sums["mlm_hidden_weight"] = weighted_correct(
-        logits, targets, hidden_w
-    )
+    if "mlm_nll" in outputs:  # the head scored its answers itself (model.fused_mlm_loss)
+
+        def xent(w):
+            return jnp.sum(outputs["mlm_nll"] * w), jnp.sum(w)
+
+        def correct(w):
+            return jnp.sum(outputs["mlm_hit"] * w), jnp.sum(w)
+    else:
+        xent = functools.partial(weighted_cross_entropy, logits, targets)
+        correct = functools.partial(weighted_correct, logits, targets)
+    sums["mlm_loss"], sums["mlm_weight"] = xent(mlm_w)
+    sums["mlm_correct"], _ = correct(mlm_w)
+    sums["mlm_hidden_correct"], sums["mlm_hidden_weight"] = correct(hidden_w)
     sums["nsp_loss"], sums["nsp_weight"] = weighted_cross_entropy(nsp_logits, nsp_labels, nsp_w)
     sums["nsp_correct"], _ = weighted_correct(nsp_logits, nsp_labels, nsp_w)
     return sums

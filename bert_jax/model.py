@@ -74,6 +74,9 @@ class BertConfig:
     # The same for the attention's two batched matmuls (scores and context, computed with the
     # heads leading: [B*N, S, D]); attention="einsum" only.
     bf16_attention: bool = False
+    # Pre-training's masked-LM loss through vocab_xent.py: the cross-entropy's backward
+    # written out (one pass over the [P, V] logits instead of ~six), same math.
+    fused_mlm_loss: bool = True
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
@@ -130,6 +133,7 @@ IMPLEMENTATION_FIELDS = (
     "dtype",
     "bf16_matmul",
     "bf16_attention",
+    "fused_mlm_loss",
     "fused_qkv",
     "attention",
     "scan_layers",

@@ -69,11 +69,13 @@ def init_state(
 
 def model_outputs(model: BertForPreTraining, params, batch: Batch, **kwargs) -> dict:
     """The pre-training heads' outputs. A causal (left-to-right) model reads the unmasked tokens
-    and scores every position; a bidirectional one scores only the masked positions."""
+    and scores every position; a bidirectional one scores only the masked positions (and, with
+    model.fused_mlm_loss, returns their cross-entropy rather than logits)."""
     if model.config.causal:
         inputs = (losses.unmasked_input_ids(batch), batch["input_mask"], batch["segment_ids"])
     else:
         inputs = tuple(batch[k] for k in MODEL_INPUTS)
+        kwargs = dict(kwargs, masked_lm_ids=batch["masked_lm_ids"])
     if packing.is_packed(batch):
         kwargs = dict(kwargs, position_ids=batch["position_ids"],
                       next_sentence_positions=batch["next_sentence_positions"])  # fmt: skip
@@ -124,22 +126,19 @@ def train_step(
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state["params"])
     grads, sums = psum(grads), psum(sums)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
     metrics = losses.pretraining_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     # A non-finite loss or gradient skips the update: params and optimizer state stay as they
     # were (the loop counts skipped steps and stops after train.max_skipped_steps in a row).
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    params, opt_state = optim.keep_if_finite(
-        finite, (params, opt_state), (state["params"], state["opt_state"])
+    params, opt_state, metrics["update_norm"] = optim.update_if_finite(
+        optimizer, finite, grads, state["opt_state"], state["params"]
     )
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     # Sequences trained on: the rows, or the instances of packed rows (data/packing.py).
     rows = batch["input_ids"].shape[0]
     metrics["sequences"] = psum(jnp.sum(batch.get("next_sentence_weights", jnp.ones(rows))))
     metrics["param_norm"] = optax.tree.norm(params)
-    metrics["update_norm"] = optax.tree.norm(updates)
     new_state = {
         "step": state["step"] + 1,
         "params": params,

@@ -66,6 +66,9 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     m.bf16_matmul = False
     # The same for the attention's scores and context matmuls (heads-major layout).
     m.bf16_attention = False
+    # The masked-LM cross-entropy with its backward written out (bert_jax/vocab_xent.py):
+    # the same loss and gradients, one pass over the [positions, vocabulary] logits.
+    m.fused_mlm_loss = True
     return m
 
 

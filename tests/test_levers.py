@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import bf16_matmul, losses
+from bert_jax import bf16_matmul, losses, vocab_xent
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import TransformerLayer, stack_layers, unstack_layers
 from tests.test_train import CFG, fake_batch
@@ -29,14 +29,24 @@ def _leaves(*trees):
     return zip(*(jax.tree_util.tree_leaves(t) for t in trees), strict=True)
 
 
-def _loss_and_grads(config, params, batch):
+def _metrics_and_grads(config, params, batch, fused_mlm_loss=False):
+    """(metrics, gradient of the loss); the MLM head scores logits, or with `fused_mlm_loss`
+    its answers (heads.Predictions -> vocab_xent.py)."""
     model = BertForPreTraining(config)
+    kwargs = {"masked_lm_ids": batch["masked_lm_ids"]} if fused_mlm_loss else {}
 
     def loss_fn(p):
-        out = model.apply({"params": p}, *(batch[k] for k in INPUTS))
-        return losses.pretraining_metrics(losses.pretraining_sums(out, batch))["loss"]
+        out = model.apply({"params": p}, *(batch[k] for k in INPUTS), **kwargs)
+        metrics = losses.pretraining_metrics(losses.pretraining_sums(out, batch))
+        return metrics["loss"], metrics
 
-    return jax.jit(jax.value_and_grad(loss_fn))(params)
+    (_, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
+    return metrics, grads
+
+
+def _loss_and_grads(config, params, batch):
+    metrics, grads = _metrics_and_grads(config, params, batch)
+    return metrics["loss"], grads
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +79,59 @@ def test_levers_compute_the_same_loss_and_gradients(options, reference):
     grads2 = unstack_layers(grads2)
     for a, b in _leaves(grads2, grads):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16_matmul"])
+def test_fused_mlm_loss_is_the_logits_route(bf16, reference):
+    """The MLM head scoring its answers (vocab_xent.py) gives the metrics and gradients of
+    losses.py on materialised logits: equal in float32; with bf16 matmuls the same metrics
+    and gradients closer to float32's than the logits route's (whose label term, softmax - 1,
+    is rounded to bfloat16; here it is applied in float32 after the matmuls)."""
+    batch, params, (_, grads) = reference
+    config = dataclasses.replace(BASE, bf16_matmul=bf16)
+    logits_metrics, logits_grads = _metrics_and_grads(config, params, batch)
+    metrics, fused_grads = _metrics_and_grads(config, params, batch, fused_mlm_loss=True)
+    for k, v in logits_metrics.items():
+        np.testing.assert_allclose(metrics[k], v, rtol=1e-6, err_msg=k)
+    if not bf16:
+        for a, b in _leaves(fused_grads, logits_grads):
+            np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+        return
+    ref = _flat(grads)
+    err = {name: np.linalg.norm(_flat(g) - ref) / np.linalg.norm(ref)
+           for name, g in (("fused", fused_grads), ("logits", logits_grads))}  # fmt: skip
+    assert err["fused"] < err["logits"] < 1e-2, err
+
+
+@pytest.mark.parametrize("p", [16, 6], ids=["rows%8==0", "rows%8!=0"])
+def test_vocab_cross_entropy_by_hand(p):
+    """nll, hit and the gradients of sum(w * nll) in h, E and b, against float64 numpy:
+    d/dz = w * (softmax - onehot), with a repeated label (its rows of dE add up)."""
+    r = np.random.default_rng(2)
+    h, table, bias = r.normal(size=(p, 8)), r.normal(size=(11, 8)), r.normal(size=11)
+    w = r.uniform(size=p)
+    z = h @ table.T + bias
+    labels = r.integers(0, 11, p)
+    labels[:3] = [z[0].argmax(), 4, 4]  # one sure hit; two positions with the same answer
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    dz = (np.exp(z - lse[:, None]) - np.eye(11)[labels]) * w[:, None]
+
+    def f(h, table, bias):
+        nll, hit = vocab_xent.vocab_cross_entropy(h, table, bias, jnp.asarray(labels), "float32")
+        return jnp.sum(nll * w), (nll, hit)
+
+    args = [jnp.asarray(x, jnp.float32) for x in (h, table, bias)]
+    (_, (nll, hit)), (dh, dtable, dbias) = jax.jit(jax.value_and_grad(f, (0, 1, 2), True))(*args)
+    np.testing.assert_allclose(nll, lse - z[np.arange(p), labels], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(hit, z.argmax(1) == labels)
+    assert hit[0] == 1 and hit.sum() < p
+    np.testing.assert_allclose(dh, dz @ table, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dtable, dz.T @ h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dbias, dz.sum(0), rtol=1e-5, atol=1e-6)
 
 
 def test_fused_qkv_initialises_like_separate_projections(reference):
@@ -265,6 +328,20 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
 
     hlo = jax.jit(jax.value_and_grad(f, (0, 1, 2))).lower(q, q, q).compile().as_text()
     _assert_only_bf16_ynn_dots(hlo, 6)
+
+
+@needs_bf16_cpu
+def test_fused_mlm_loss_runs_three_bf16_dots_on_cpu():
+    """vocab_xent.py's logits, input gradient and table gradient (which also yields the bias
+    gradient): three bf16 YNNPACK dots, and no other dot."""
+    h, table, bias = jnp.ones((40, 64)), jnp.ones((1000, 64)), jnp.zeros(1000)
+
+    def f(h, table, bias):
+        nll, _ = vocab_xent.vocab_cross_entropy(h, table, bias, jnp.arange(40), jnp.bfloat16)
+        return jnp.sum(nll)
+
+    hlo = jax.jit(jax.grad(f, (0, 1, 2))).lower(h, table, bias).compile().as_text()
+    _assert_only_bf16_ynn_dots(hlo, 3)
 
 
 @needs_bf16_cpu
