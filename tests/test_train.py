@@ -279,6 +279,25 @@ def test_weight_decay_skips_layernorm_and_bias():
     np.testing.assert_allclose(get(new, k), get(params, k) * (1 - 0.1 * 0.5), rtol=1e-6)
 
 
+@pytest.mark.parametrize("finite", [True, False])
+def test_update_if_finite_updates_or_keeps_everything(finite):
+    """One optax step and the norm of the change it made, or (a non-finite gradient) the old
+    params and optimizer state and norm 0."""
+    _, tx, state = setup(total_steps=100, learning_rate=1e-2)
+    params = state["params"]
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.3), params)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    want = optax.apply_updates(params, updates) if finite else params
+    want_state = opt_state if finite else state["opt_state"]
+    got, got_state, norm = jax.jit(optim.update_if_finite, static_argnums=0)(
+        tx, jnp.asarray(finite), grads, state["opt_state"], params
+    )
+    for a, b in zip(jax.tree_util.tree_leaves((got, got_state)),
+                    jax.tree_util.tree_leaves((want, want_state)), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(norm, optax.tree.norm(updates) if finite else 0.0, rtol=1e-4)
+
+
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
