@@ -9,7 +9,7 @@ docs/benchmarks.md), but only for a dot whose left operand is contracted on its 
 falls back to a float32 loop. Under plain autodiff the weight gradient x^T g contracts x on its
 first dimension, so this module defines the gradient itself: the weight gradient is computed
 from a physical transpose of x or of g (the smaller), which XLA cannot fold back into the dot
-because it goes through a reshape (`_transposed`). One custom VJP (`_product`) serves the dense
+because it goes through a reshape (`transposed`). One custom VJP (`_product`) serves the dense
 layers (x reshaped to [M, K]) and the attention's batched products alike.
 
 Activations, biases, softmax and LayerNorm stay float32; only the operands of the dense layers'
@@ -30,7 +30,7 @@ Array = jax.Array
 _BF16, _F32 = jnp.bfloat16, jnp.float32
 
 
-def _transposed(x_MxK: Array) -> Array:
+def transposed(x_MxK: Array) -> Array:
     """x^T as a row-major [K, M] array (x^T of each [M, K] matrix of a batch [..., M, K]). A plain
     transpose would be folded into the consuming dot (as a contraction over x's first dimension);
     split rows into blocks and transpose those, and XLA materialises it."""
@@ -41,12 +41,12 @@ def _transposed(x_MxK: Array) -> Array:
     return blocks.transpose(*range(n), n + 2, n, n + 1).reshape(*lead, k, m)
 
 
-def _dtype_token(x: Array) -> Array:
+def dtype_token(x: Array) -> Array:
     """An empty array that carries x's dtype through the residuals (a dtype is not a JAX type)."""
     return jnp.zeros((0,), x.dtype)
 
 
-def _bdot(a: Array, b: Array, b_is_NxK: bool = False) -> Array:
+def dot_f32(a: Array, b: Array, b_is_NxK: bool = False) -> Array:
     """a[..., M, K] @ b[..., K, N] (or b[..., N, K]^T) -> float32, batched over the leading
     dimensions; the left operand is always contracted on its last dimension."""
     n = a.ndim - 2
@@ -90,27 +90,27 @@ def _product(a: Array, b: Array, b_is_NxK: bool) -> Array:
 
 def _product_fwd(a, b, b_is_NxK):
     a_bf, b_bf = a.astype(_BF16), b.astype(_BF16)
-    return _bdot(a_bf, b_bf, b_is_NxK), (a_bf, b_bf, _dtype_token(a), _dtype_token(b))
+    return dot_f32(a_bf, b_bf, b_is_NxK), (a_bf, b_bf, dtype_token(a), dtype_token(b))
 
 
 def _product_bwd(b_is_NxK, res, g_MxN):
     a_bf, b_bf, a_token, b_token = res
     (m, k), n = a_bf.shape[-2:], g_MxN.shape[-1]
     g_bf = g_MxN.astype(_BF16)
-    da = _bdot(g_bf, b_bf, not b_is_NxK)  # g b^T, or g b for b [N, K]
+    da = dot_f32(g_bf, b_bf, not b_is_NxK)  # g b^T, or g b for b [N, K]
     # The gradient of b contracts a and g over their rows, so one of them is transposed in
     # memory: a (db [K, N] = a^T g) or g (db^T [N, K] = g^T a). Pick the one that moves less,
     # counting the float32 result's transpose when b's layout needs one. (A plain `.T` of a dot's
     # result is folded into the dot, which XLA's CPU runtime then rejects: "Unsupported element
-    # type for DotThunk::Execute: BF16 x BF16 = F32"; `_transposed` is materialised.)
+    # type for DotThunk::Execute: BF16 x BF16 = F32"; `transposed` is materialised.)
     moved_a = m * k * 2 + (k * n * 4 if b_is_NxK else 0)
     moved_g = m * n * 2 + (0 if b_is_NxK else k * n * 4)
     if moved_a <= moved_g:
-        db_KxN = _bdot(_transposed(a_bf), g_bf)
-        db = _transposed(db_KxN) if b_is_NxK else db_KxN
+        db_KxN = dot_f32(transposed(a_bf), g_bf)
+        db = transposed(db_KxN) if b_is_NxK else db_KxN
     else:
-        db_NxK = _bdot(_transposed(g_bf), a_bf)
-        db = db_NxK if b_is_NxK else _transposed(db_NxK)
+        db_NxK = dot_f32(transposed(g_bf), a_bf)
+        db = db_NxK if b_is_NxK else transposed(db_NxK)
     return da.astype(a_token.dtype), db.astype(b_token.dtype)
 
 

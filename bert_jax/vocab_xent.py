@@ -14,9 +14,9 @@ gradients up to float rounding (tests/test_levers.py). BERT-mini, P = 640, V = 3
 2-core development VM: 157 -> 86 ms for this block's forward and backward with bfloat16
 matmuls, 227 -> 171 ms in float32 (docs/benchmarks.md).
 
-Matmuls follow bf16_matmul.py's rule: every dot contracts its left operand on its last
-dimension (the only bf16 dot XLA's CPU backend runs fast), transposes are materialised by
-`bf16_matmul._transposed`.
+Matmuls follow bf16_matmul.py's rule and use its helpers: every dot (`dot_f32`) contracts its
+left operand on its last dimension (the only bf16 dot XLA's CPU backend runs fast), and
+transposes are materialised (`transposed`).
 """
 
 from __future__ import annotations
@@ -25,17 +25,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from bert_jax.bf16_matmul import _dtype_token, _transposed
+from bert_jax.bf16_matmul import dot_f32, dtype_token, transposed
 
 Array = jax.Array
 _F32 = jnp.float32
-
-
-def _dot(a: Array, b: Array, b_contract: int) -> Array:
-    """a[M, K] @ b (b [K, N] for b_contract=0, [N, K] for 1) -> float32 [M, N]."""
-    return lax.dot_general(a, b, (((1,), (b_contract,)), ((), ())), preferred_element_type=_F32)
 
 
 def vocab_cross_entropy(
@@ -58,7 +52,7 @@ def _xent(h_PxH, table_VxH, bias_V, labels_P, dtype):
 
 def _xent_fwd(h_PxH, table_VxH, bias_V, labels_P, dtype):
     h_c, table_c = h_PxH.astype(dtype), table_VxH.astype(dtype)
-    z_PxV = _dot(h_c, table_c, 1) + bias_V
+    z_PxV = dot_f32(h_c, table_c, b_is_NxK=True) + bias_V
     max_P = jnp.max(z_PxV, axis=-1)
     # exp(z - max) is kept for the backward: it is the softmax up to a per-row factor, and the
     # backward's single pass then reads it instead of recomputing an exp over [P, V].
@@ -67,7 +61,7 @@ def _xent_fwd(h_PxH, table_VxH, bias_V, labels_P, dtype):
     label_logit_P = jnp.take_along_axis(z_PxV, labels_P[:, None], axis=-1)[:, 0]
     nll_P = max_P + jnp.log(sum_P) - label_logit_P
     hit_P = (label_logit_P >= max_P).astype(_F32)
-    return (nll_P, hit_P), (h_c, table_c, e_PxV, sum_P, labels_P, _dtype_token(h_PxH))
+    return (nll_P, hit_P), (h_c, table_c, e_PxV, sum_P, labels_P, dtype_token(h_PxH))
 
 
 def _xent_bwd(dtype, res, cotangents):
@@ -76,12 +70,12 @@ def _xent_bwd(dtype, res, cotangents):
     p, hidden = h_c.shape
     # d nll / d z = softmax - onehot(label): the softmax part here, in one pass over [P, V] ...
     dz_PxV = (e_PxV * (g_P / sum_P)[:, None]).astype(dtype)
-    dh_PxH = _dot(dz_PxV, table_c, 0)
+    dh_PxH = dot_f32(dz_PxV, table_c)
     # ... with a row of ones under h^T, the same matmul sums dz over the positions: the bias
     # gradient is row H of the result.
-    h1T = _transposed(jnp.concatenate([h_c, jnp.ones((p, 1), dtype)], axis=1))
-    dtable1T = _dot(h1T, dz_PxV, 0)  # [H + 1, V]
-    dtable_VxH = _transposed(dtable1T[:hidden])
+    h1T = transposed(jnp.concatenate([h_c, jnp.ones((p, 1), dtype)], axis=1))
+    dtable1T = dot_f32(h1T, dz_PxV)  # [H + 1, V]
+    dtable_VxH = transposed(dtable1T[:hidden])
     dbias_V = dtable1T[hidden]
     # ... and the onehot part, -g at (position, label), added to P rows of the results.
     dh_PxH = dh_PxH - g_P[:, None] * table_c[labels_P].astype(_F32)

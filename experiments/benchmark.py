@@ -224,18 +224,25 @@ def timed(step_fn, state, batches: list[dict], steps: int) -> dict:
     return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
 
 
+def _optimizer(config_module):
+    """The optimizer of a configs/ module's get_config() (BERT's AdamW), with a short warmup:
+    the schedule is not what is timed."""
+    from bert_jax import optim  # noqa: PLC0415
+
+    opt = config_module.get_config().optimizer
+    opt.warmup_steps = 10
+    return optim.make_optimizer(opt, 1000)[0]
+
+
 def our_step(config, batches: list[dict], steps: int) -> dict:
     import jax  # noqa: PLC0415
 
-    from bert_jax import optim, train  # noqa: PLC0415
+    from bert_jax import train  # noqa: PLC0415
     from bert_jax.heads import BertForPreTraining  # noqa: PLC0415
     from configs import pretrain as pretrain_config  # noqa: PLC0415
 
     model = BertForPreTraining(config)
-    # BERT's AdamW as configs/pretrain.py sets it (a short warmup: the schedule is not timed).
-    opt = pretrain_config.get_config().optimizer
-    opt.warmup_steps = 10
-    tx, _ = optim.make_optimizer(opt, 1000)
+    tx = _optimizer(pretrain_config)
     _, seq = batches[0]["input_ids"].shape
     predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
@@ -246,14 +253,11 @@ def our_step(config, batches: list[dict], steps: int) -> dict:
 def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels: int) -> dict:
     import jax  # noqa: PLC0415
 
-    from bert_jax import finetune, optim  # noqa: PLC0415
+    from bert_jax import finetune  # noqa: PLC0415
     from configs import finetune as finetune_config  # noqa: PLC0415
 
     model = finetune.make_model(head, config, labels)
-    # AdamW as configs/finetune.py sets it (a short warmup, as above).
-    opt = finetune_config.get_config().optimizer
-    opt.warmup_steps = 10
-    tx, _ = optim.make_optimizer(opt, 1000)
+    tx = _optimizer(finetune_config)
     state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
     step = functools.partial(finetune.train_step, model=model, optimizer=tx, head=head)
     return timed(step, state, batches, steps)

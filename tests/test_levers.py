@@ -225,9 +225,9 @@ def test_bf16_batched_matmul_is_the_rounded_operands_product(m, nt):
 def test_bf16_matmul_transposes_physically():
     for m in (1, 6, 7, 16):
         x = jnp.arange(m * 3, dtype=jnp.float32).reshape(m, 3)
-        np.testing.assert_array_equal(bf16_matmul._transposed(x), x.T)
+        np.testing.assert_array_equal(bf16_matmul.transposed(x), x.T)
     x = jnp.arange(2 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 3)  # a batch of matrices
-    np.testing.assert_array_equal(bf16_matmul._transposed(x), jnp.swapaxes(x, 1, 2))
+    np.testing.assert_array_equal(bf16_matmul.transposed(x), jnp.swapaxes(x, 1, 2))
 
 
 def test_bf16_matmul_dot_general_rejects_other_contractions():
