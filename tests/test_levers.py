@@ -13,7 +13,14 @@ import pytest
 
 from bert_jax import bf16_matmul, losses, vocab_xent
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import TransformerLayer, stack_layers, unstack_layers
+from bert_jax.model import (
+    BertConfig,
+    BertModel,
+    TransformerLayer,
+    batch_slices,
+    stack_layers,
+    unstack_layers,
+)
 from tests.test_train import CFG, fake_batch
 
 BASE = dataclasses.replace(CFG, num_hidden_layers=3)
@@ -64,6 +71,9 @@ def reference():
         {"scan_layers": True},
         {"remat": "full"},
         {"remat": "dots", "scan_layers": True, "fused_qkv": True, "attention": "dot"},
+        {"encoder_chunks": 2, "attention_chunks": 2},
+        {"encoder_chunks": 3, "attention_chunks": 4, "scan_layers": True},  # uneven slices
+        {"encoder_chunks": 2, "attention_chunks": 3, "attention": "dot"},
     ],
     ids=str,
 )
@@ -79,6 +89,54 @@ def test_levers_compute_the_same_loss_and_gradients(options, reference):
     grads2 = unstack_layers(grads2)
     for a, b in _leaves(grads2, grads):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows,chunks", [(8, 1), (8, 2), (8, 3), (32, 4), (2, 4), (1, 3)])
+def test_batch_slices_cover_the_rows_evenly(rows, chunks):
+    slices = batch_slices(rows, chunks)
+    assert len(slices) == min(rows, chunks)
+    assert np.concatenate([np.arange(rows)[r] for r in slices]).tolist() == list(range(rows))
+    sizes = [r.stop - r.start for r in slices]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"encoder_chunks": 2, "hidden_dropout_prob": 0.3},
+        {"attention_chunks": 2, "attention_probs_dropout_prob": 0.3},
+        {"encoder_chunks": 2, "scan_layers": True, "hidden_dropout_prob": 0.3},
+        {
+            "encoder_chunks": 2,
+            "attention_chunks": 2,
+            "dropout_rng": "hash",
+            "hidden_dropout_prob": 0.3,
+            "attention_probs_dropout_prob": 0.3,
+        },  # fmt: skip
+    ],
+    ids=str,
+)
+def test_batch_chunks_draw_their_own_dropout_masks(options):
+    """Two identical rows in two slices: the same output without dropout, different with it (a
+    slice reusing another's masks would give the same)."""
+    config = dataclasses.replace(BASE, **options)
+    batch = fake_batch(batch=1)
+    ids, mask, seg = (np.repeat(batch[k], 2, axis=0) for k in INPUTS[:3])
+    model = BertModel(config)
+    params = model.init(jax.random.PRNGKey(0), ids, mask, seg)["params"]
+    out = model.apply({"params": params}, ids, mask, seg)["sequence_output"]
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+    out = model.apply(
+        {"params": params}, ids, mask, seg, False, rngs={"dropout": jax.random.PRNGKey(1)}
+    )["sequence_output"]
+    assert np.abs(np.asarray(out[0] - out[1])).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["encoder_chunks", "attention_chunks"])
+@pytest.mark.parametrize("value", [0, -2, 1.5])
+def test_batch_chunks_must_be_positive_whole_numbers(name, value):
+    with pytest.raises(ValueError, match=f"{name}={value!r}"):
+        BertConfig(**{name: value})
 
 
 def _flat(tree):
