@@ -9,15 +9,16 @@ r"""Training-step speed of bert-jax against Hugging Face's Flax BERT, in the sam
     python experiments/benchmark.py --size=mini --head=span --seq=384   # a fine-tuning step
 
 Times the jitted pre-training step (MLM at the masked positions + NSP, AdamW, dropout on) after
-compilation: the median of `--steps` steps. With a transformers 4.x importable (Flax was removed
-in 5.0; `--reference_site=DIR` adds a directory made by `pip install --target DIR --no-deps
-transformers==4.57.3 tokenizers==0.22.1 'huggingface_hub<1.0'`), it times
-`FlaxBertForPreTraining` on the same config and batch (MLM over all positions + NSP, optax AdamW,
-as its examples train). Prints sequences/s, tokens/s, the ratio to Hugging Face, model FLOPs per
-step (DESIGN.md: 3 x [2 S L (4 d^2 + 2 d d_ff) + 4 L d S^2 + 2 P (d^2 + d V)] per sequence, P the
-scored positions), MFU against a float32 matmul peak measured in the same run (on accelerators,
-and on CPU when the step's matmuls are bfloat16: the bf16 x bf16 -> f32 matmul peak, measured
-likewise), compile time and peak memory.
+compilation: the median of `--steps` steps. With a transformers 4.x importable (Flax was removed in
+5.0; `--reference_site=DIR` adds a directory made by `pip install --target DIR --no-deps
+transformers==4.57.3 tokenizers==0.22.1 'huggingface_hub<1.0'`), it times `FlaxBertForPreTraining`
+on the same config and batch (MLM over all positions + NSP, optax AdamW, as its examples train),
+both steps compiled first and then timed in turns (`--rounds` blocks each, A B A B ...: a drift in
+a shared machine's speed reaches both alike). Prints sequences/s, tokens/s, the ratio to Hugging
+Face, model FLOPs per step (DESIGN.md: 3 x [2 S L (4 d^2 + 2 d d_ff) + 4 L d S^2 + 2 P (d^2 + d V)]
+per sequence, P the scored positions), MFU against a float32 matmul peak measured in the same run
+(on accelerators, and on CPU when the step's matmuls are bfloat16: the bf16 x bf16 -> f32 matmul
+peak, measured likewise), compile time and peak memory.
 
 `--head=classification|token|span` times a fine-tuning step instead (bert_jax/finetune.py's
 train step: the head's loss, AdamW as configs/finetune.py sets it, dropout on) against Hugging
@@ -69,6 +70,10 @@ def _define_flags() -> None:
         "labels", 0, "Classes of a classification or token head (0: 2 and 9, as SST-2 and CoNLL)."
     )
     flags.DEFINE_integer("steps", 10, "Timed steps (after compilation); the median is reported.")
+    flags.DEFINE_integer(
+        "rounds", 5,
+        "The timed steps of ours and Hugging Face's alternate in this many blocks (A B A B ...).",
+    )  # fmt: skip
     flags.DEFINE_string("dtype", "float32", "Compute dtype: float32 | bfloat16.")
     flags.DEFINE_list("set", [], "Model config fields, e.g. --set=fused_qkv=true,attention=dot.")
     flags.DEFINE_bool(
@@ -122,28 +127,63 @@ def matmul_peak(dtype: str) -> float:
     return 2 * n**3 / min(times)
 
 
-def time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
-    """(compile seconds, median step seconds, final state) of a jitted step."""
-    import jax  # noqa: PLC0415
+class Stepper:
+    """A jitted step (its state donated) compiled and run once on a list of batches; `times(n)`
+    runs n more steps and returns their seconds, `measure(n)` their summary."""
 
-    t = time.perf_counter()
-    compiled = step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - t
-    state, m = compiled(state, batches[0])  # warm-up (first call allocations)
-    jax.block_until_ready(m)
-    times = []
-    for i in range(steps):
+    def __init__(self, step, state, batches: list):
+        import jax  # noqa: PLC0415
+
         t = time.perf_counter()
-        state, m = compiled(state, batches[(i + 1) % len(batches)])
+        self.compiled = step.lower(state, batches[0]).compile()
+        self.compile_s = time.perf_counter() - t
+        self.state, m = self.compiled(state, batches[0])  # warm-up (first call allocations)
         jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
-    memory = None
-    try:
-        analysis = compiled.memory_analysis()
-        memory = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes) / 2**20
-    except Exception:  # noqa: BLE001 (not every backend reports it)
-        pass
-    return compile_s, statistics.median(times), memory
+        self.batches, self.calls = batches, 1
+        self.memory_mb = None
+        try:
+            analysis = self.compiled.memory_analysis()
+            self.memory_mb = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes) / 2**20
+        except Exception:  # noqa: BLE001 (not every backend reports it)
+            pass
+
+    def times(self, n: int) -> list[float]:
+        import jax  # noqa: PLC0415
+
+        out = []
+        for _ in range(n):
+            batch = self.batches[self.calls % len(self.batches)]
+            t = time.perf_counter()
+            self.state, m = self.compiled(self.state, batch)
+            jax.block_until_ready(m)
+            out.append(time.perf_counter() - t)
+            self.calls += 1
+        return out
+
+    def summary(self, times: list[float]) -> dict:
+        """compile_s, step_s (the median of `times`), device_memory_mb."""
+        return {"compile_s": self.compile_s, "step_s": statistics.median(times),
+                "device_memory_mb": self.memory_mb}  # fmt: skip
+
+    def measure(self, n: int) -> dict:
+        return self.summary(self.times(n))
+
+
+def alternate(steppers: dict, steps: int, rounds: int) -> dict:
+    """`steps` timed steps of each stepper, in `rounds` blocks taken in turn (A B A B ...), so
+    that a drift in the machine's speed reaches all of them alike: name -> summary."""
+    times = {name: [] for name in steppers}
+    for r in range(rounds):
+        n = steps * (r + 1) // rounds - steps * r // rounds
+        for name, stepper in steppers.items():
+            times[name] += stepper.times(n)
+    return {name: steppers[name].summary(t) for name, t in times.items()}
+
+
+def time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
+    """(compile seconds, median step seconds, device memory MB) of a jitted step."""
+    timing = Stepper(step, state, batches).measure(steps)
+    return timing["compile_s"], timing["step_s"], timing["device_memory_mb"]
 
 
 def bert_config(size: str, vocab: int, seq: int, dtype: str = "float32", sets=()) -> tuple:
@@ -213,15 +253,12 @@ def hf_batch(b: dict) -> dict:
             "next_sentence_label": b["next_sentence_labels"]}  # fmt: skip
 
 
-def timed(step_fn, state, batches: list[dict], steps: int) -> dict:
-    """`time_steps` of `step_fn(state, batch)` jitted with the state donated, on device batches."""
+def stepper(step_fn, state, batches: list[dict]) -> Stepper:
+    """`step_fn(state, batch)` jitted with the state donated, compiled on device batches."""
     import jax  # noqa: PLC0415
 
     batches = [jax.device_put(b) for b in batches]
-    compile_s, step_s, memory = time_steps(
-        jax.jit(step_fn, donate_argnums=0), state, batches, steps
-    )
-    return {"compile_s": compile_s, "step_s": step_s, "device_memory_mb": memory}
+    return Stepper(jax.jit(step_fn, donate_argnums=0), state, batches)
 
 
 def _optimizer(config_module):
@@ -234,7 +271,7 @@ def _optimizer(config_module):
     return optim.make_optimizer(opt, 1000)[0]
 
 
-def our_step(config, batches: list[dict], steps: int) -> dict:
+def our_step(config, batches: list[dict]) -> Stepper:
     import jax  # noqa: PLC0415
 
     from bert_jax import train  # noqa: PLC0415
@@ -247,10 +284,10 @@ def our_step(config, batches: list[dict], steps: int) -> dict:
     predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
     step = functools.partial(train.train_step, model=model, optimizer=tx)
-    return timed(step, state, batches, steps)
+    return stepper(step, state, batches)
 
 
-def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels: int) -> dict:
+def our_finetune_step(config, batches: list[dict], head: str, labels: int) -> Stepper:
     import jax  # noqa: PLC0415
 
     from bert_jax import finetune  # noqa: PLC0415
@@ -260,7 +297,7 @@ def our_finetune_step(config, batches: list[dict], steps: int, head: str, labels
     tx = _optimizer(finetune_config)
     state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
     step = functools.partial(finetune.train_step, model=model, optimizer=tx, head=head)
-    return timed(step, state, batches, steps)
+    return stepper(step, state, batches)
 
 
 def _hf_pretraining_loss(out, b):
@@ -298,8 +335,8 @@ def _hf_finetune_loss(head: str):
     return loss
 
 
-def hf_step(config, batches: list[dict], steps: int, head: str = "pretraining",
-            labels: int = 2) -> dict | None:  # fmt: skip
+def hf_step(config, batches: list[dict], head: str = "pretraining",
+            labels: int = 2) -> Stepper | None:  # fmt: skip
     """Hugging Face's Flax model for `head` (FlaxBertForPreTraining or FINETUNE_HEADS) with the
     same loss, optax AdamW with the same schedule shape; None if transformers<5 is absent."""
     try:
@@ -341,7 +378,7 @@ def hf_step(config, batches: list[dict], steps: int, head: str = "pretraining",
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
     batches = [hf_batch(b) if head == "pretraining" else b for b in batches]
-    return {**timed(step, state, batches, steps), "transformers": transformers.__version__}
+    return stepper(step, state, batches)
 
 
 TABLE_BEGIN, TABLE_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
@@ -430,7 +467,7 @@ def main(argv: list[str]) -> None:
     if head == "pretraining":
         batches = [random_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds)
                    for _ in range(2)]  # fmt: skip
-        ours = our_step(config, batches, FLAGS.steps)
+        ours = our_step(config, batches)
         flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
         hf_flops = flops_per_sequence(config, FLAGS.seq, FLAGS.seq) * FLAGS.batch
     else:
@@ -438,11 +475,16 @@ def main(argv: list[str]) -> None:
             finetune_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, head=head, labels=labels)
             for _ in range(2)
         ]
-        ours = our_finetune_step(config, batches, FLAGS.steps, head, labels)
+        ours = our_finetune_step(config, batches, head, labels)
         flops = hf_flops = (
             finetune_flops_per_sequence(config, FLAGS.seq, head, labels) * FLAGS.batch
         )
-    hf = hf_step(config, batches, FLAGS.steps, head, labels) if FLAGS.reference else None
+    hf = hf_step(config, batches, head, labels) if FLAGS.reference else None
+    # Both steps compiled, their timed steps alternate: A B A B ...
+    timings = alternate(
+        {"ours": ours, "hf": hf} if hf else {"ours": ours}, FLAGS.steps, FLAGS.rounds
+    )
+    ours, hf = timings["ours"], timings.get("hf")
     # The peaks are measured before and after the steps, and the higher one kept.
     peaks = {d: max(p, matmul_peak(d)) for d, p in peaks.items()}
     peak = peaks[peak_dtype]
@@ -464,7 +506,7 @@ def main(argv: list[str]) -> None:
     }  # fmt: skip
     if hf is not None:
         result.update({
-            "hf_transformers": hf["transformers"],
+            "hf_transformers": sys.modules["transformers"].__version__,
             "hf_seqs_per_s": round(FLAGS.batch / hf["step_s"], 2),
             "hf_mfu": round(hf_flops / hf["step_s"] / peaks[hf_peak_dtype], 4),
             "hf_compile_s": round(hf["compile_s"], 1),

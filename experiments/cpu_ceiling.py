@@ -179,7 +179,7 @@ def main(argv: list[str]) -> None:
     batches = [benchmark.random_batch(rng, vocab, FLAGS.seq, FLAGS.batch, preds) for _ in range(2)]
 
     peak = benchmark.matmul_peak("float32")
-    ours = benchmark.our_step(config, batches, FLAGS.steps)["step_s"]
+    ours = benchmark.our_step(config, batches).measure(FLAGS.steps)["step_s"]
     device_batches = [jax.device_put(b) for b in batches]
     plain = plain_step(config, device_batches, FLAGS.steps)
     parts = matmul_bound(config, FLAGS.batch, FLAGS.seq, preds)

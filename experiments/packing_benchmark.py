@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     step_s = {kind: [] for kind in kinds}
     for _ in range(2):  # A B A B: drift of a shared machine hits both
         for kind, batches in kinds.items():
-            step_s[kind].append(benchmark.our_step(config, batches, FLAGS.steps)["step_s"])
+            step_s[kind].append(benchmark.our_step(config, batches).measure(FLAGS.steps)["step_s"])
     result = {
         "data": FLAGS.data, "size": FLAGS.size, "seq": seq, "batch": FLAGS.batch,
         "max_per_row": FLAGS.max_per_row,

@@ -51,7 +51,7 @@ def measure(size: str, seq: int, *, tokens: int, vocab: int, steps: int, sets) -
     config, fields = benchmark.bert_config(size, vocab, seq, sets=sets)
     rng = np.random.default_rng(0)
     batches = [benchmark.random_batch(rng, config.vocab_size, seq, batch, preds) for _ in range(2)]
-    timing = benchmark.our_step(config, batches, steps)
+    timing = benchmark.our_step(config, batches).measure(steps)
     return {
         "size": size, "seq": seq, "batch": batch, "options": fields,
         "gflop_per_step": round(benchmark.flops_per_sequence(config, seq, preds) * batch / 1e9, 2),

@@ -69,6 +69,27 @@ def test_hugging_face_step_gets_the_same_batch():
     assert hf["next_sentence_label"] is ours["next_sentence_labels"]
 
 
+def test_alternate_times_the_steps_in_turns():
+    """Each stepper gets `steps` timed steps in `rounds` blocks, A B A B ..., and its median."""
+    order = []
+
+    class Fake:
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, seconds
+
+        def times(self, n):
+            order.extend([self.name] * n)
+            return [self.seconds + 0.001 * len(order)] * n
+
+        summary = benchmark.Stepper.summary
+        compile_s = memory_mb = None
+
+    timings = benchmark.alternate({"a": Fake("a", 1.0), "b": Fake("b", 2.0)}, steps=7, rounds=3)
+    assert order == list("aabbaabbaaabbb")  # blocks of 2, 2 and 3 steps
+    assert timings["a"]["step_s"] == 1.0 + 0.001 * 6  # the median of a's 7 steps
+    assert set(timings["b"]) == {"compile_s", "step_s", "device_memory_mb"}
+
+
 def test_table_rows_and_markers(tmp_path):
     results = tmp_path / "r.jsonl"
     rows = [
