@@ -132,6 +132,18 @@ def test_batch_chunks_draw_their_own_dropout_masks(options):
     assert np.abs(np.asarray(out[0] - out[1])).max() > 1e-3
 
 
+def test_attention_chunks_take_a_bias_shared_by_the_batch():
+    """A [1, 1, 1, S] bias (broadcast over the batch) works in slices too."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 16, BASE.hidden_size))
+    bias = jnp.where(jnp.arange(16) < 12, 0.0, -1e9)[None, None, None, :]
+    params = TransformerLayer(BASE).init(jax.random.PRNGKey(1), x, bias, True)
+    outs = [
+        TransformerLayer(dataclasses.replace(BASE, attention_chunks=k)).apply(params, x, bias, True)
+        for k in (1, 3)
+    ]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["encoder_chunks", "attention_chunks"])
 @pytest.mark.parametrize("value", [0, -2, 1.5])
 def test_batch_chunks_must_be_positive_whole_numbers(name, value):
