@@ -180,12 +180,6 @@ def alternate(steppers: dict, steps: int, rounds: int) -> dict:
     return {name: steppers[name].summary(t) for name, t in times.items()}
 
 
-def time_steps(step, state, batches, steps: int) -> tuple[float, float, object]:
-    """(compile seconds, median step seconds, device memory MB) of a jitted step."""
-    timing = Stepper(step, state, batches).measure(steps)
-    return timing["compile_s"], timing["step_s"], timing["device_memory_mb"]
-
-
 def bert_config(size: str, vocab: int, seq: int, dtype: str = "float32", sets=()) -> tuple:
     """(BertConfig of the named size as configs/pretrain.py builds it, the fields that `sets`
     ("key=value" strings, typed by common.parse_arg) changed)."""

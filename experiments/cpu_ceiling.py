@@ -102,7 +102,7 @@ def plain_step(config, batches: list, steps: int) -> float:
 
     import benchmark  # noqa: PLC0415
 
-    return benchmark.time_steps(step, state, batches, steps)[1]
+    return benchmark.Stepper(step, state, batches).measure(steps)["step_s"]
 
 
 def _time(f, *shapes) -> float:
