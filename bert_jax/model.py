@@ -12,6 +12,7 @@ Shapes use suffixes: B batch, S sequence, H hidden, N heads, D head dim, F feed-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any
 
@@ -169,9 +170,17 @@ def batch_slices(rows: int, chunks: int) -> list[slice]:
     return [slice(lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
 
-def _rows_of(bias_Bx1xQxS: Array):
-    """rows -> those rows of an attention bias (all of it when it broadcasts over the batch)."""
-    return lambda r: bias_Bx1xQxS if bias_Bx1xQxS.shape[0] == 1 else bias_Bx1xQxS[r]
+def over_batch_slices(fn, chunks: int, *arrays: Array):
+    """fn(*arrays) computed on `chunks` slices of the batch (the leading axis) one by one, the
+    outputs (an array or a list of arrays) concatenated; with chunks=1 simply fn(*arrays). An
+    array whose leading axis is 1 (an attention bias shared by the batch) goes whole to each."""
+    rows = arrays[0].shape[0]
+    parts = [
+        fn(*(a if a.shape[0] == 1 else a[r] for a in arrays)) for r in batch_slices(rows, chunks)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 def kernel_init(config: BertConfig):
@@ -309,19 +318,14 @@ class SelfAttention(nn.Module):
 
             q_BxSxNxD, k_BxSxNxD, v_BxSxNxD = heads("query"), heads("key"), heads("value")
         # With attention_chunks > 1, one independent computation per slice of the batch.
-        bias = _rows_of(bias_Bx1x1xS)
-        ctx_BxSxH = [
-            _attend(
-                c,
-                q_BxSxNxD[r],
-                k_BxSxNxD[r],
-                v_BxSxNxD[r],
-                bias(r),
-                deterministic=deterministic,
-            )
-            for r in batch_slices(b, c.attention_chunks)
-        ]
-        return ctx_BxSxH[0] if len(ctx_BxSxH) == 1 else jnp.concatenate(ctx_BxSxH)
+        return over_batch_slices(
+            functools.partial(_attend, c, deterministic=deterministic),
+            c.attention_chunks,
+            q_BxSxNxD,
+            k_BxSxNxD,
+            v_BxSxNxD,
+            bias_Bx1x1xS,
+        )
 
 
 def _attend(
@@ -459,11 +463,7 @@ class Encoder(nn.Module):
                 return hidden
 
         # With encoder_chunks > 1, one independent pass per slice of the batch.
-        bias = _rows_of(bias_Bx1x1xS)
-        parts = [run(x_BxSxH[r], bias(r)) for r in batch_slices(x_BxSxH.shape[0], c.encoder_chunks)]
-        return (
-            parts[0] if len(parts) == 1 else [jnp.concatenate(h) for h in zip(*parts, strict=True)]
-        )
+        return over_batch_slices(run, c.encoder_chunks, x_BxSxH, bias_Bx1x1xS)
 
 
 def stack_layers(params: dict, num_layers: int | None = None) -> dict:
