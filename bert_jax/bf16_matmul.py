@@ -117,6 +117,41 @@ def _product_bwd(b_is_NxK, res, g_MxN):
 _product.defvjp(_product_fwd, _product_bwd)
 
 
+def softmax(x: Array) -> Array:
+    """jax.nn.softmax over the last axis (the same formula and JVP), with the row maximum taken as
+    elementwise maxima of halves instead of a reduction.
+
+    For the attention's scores, the output of a YNNPACK dot: XLA's CPU backend hands a `reduce_max`
+    over a dot's output to YNNPACK together with the bias add, the subtraction and the exp around
+    it, and YNNPACK runs that element-wise work ~4x slower than XLA's own loops (the scores' fusion
+    0.53 ms against 0.20 for the dot alone at [16, 128, 128], BERT-mini). Maxima of slices are
+    plain element-wise ops: XLA fuses them into its own loops. The maximum is exact either way."""
+    return _softmax(x)
+
+
+def _row_max(x: Array) -> Array:
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        # An odd element out is carried to the next round.
+        x = jnp.concatenate(
+            [jnp.maximum(x[..., :half], x[..., half : 2 * half]), x[..., 2 * half :]], -1
+        )
+    return x
+
+
+@jax.custom_jvp
+def _softmax(x):
+    unnormalized = jnp.exp(x - _row_max(x))
+    return unnormalized / jnp.sum(unnormalized, -1, keepdims=True)
+
+
+@_softmax.defjvp
+def _softmax_jvp(primals, tangents):
+    (x,), (x_dot,) = primals, tangents
+    y = _softmax(x)
+    return y, y * (x_dot - jnp.sum(y * x_dot, -1, keepdims=True))
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """`flax.linen.Dense(dot_general=...)`: the dense layer's x[..., K] @ kernel[K, N]."""
     del precision, preferred_element_type

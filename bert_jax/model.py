@@ -74,7 +74,8 @@ class BertConfig:
     # a TPU's default matmul precision, and 4-6x faster matmuls on CPUs with bfloat16 units.
     bf16_matmul: bool = False
     # The same for the attention's two batched matmuls (scores and context, computed with the
-    # heads leading: [B*N, S, D]); attention="einsum" only.
+    # heads leading: [B*N, S, D]), with the softmax's row maximum as maxima of halves
+    # (bf16_matmul.softmax, out of YNNPACK's reach); attention="einsum" only.
     bf16_attention: bool = False
     # Pre-training's masked-LM loss through vocab_xent.py: the cross-entropy's backward
     # written out (one pass over the [P, V] logits instead of ~six), same math.
@@ -352,7 +353,10 @@ def _attend(
     else:
         scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
     scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS
-    probs_BxNxSxS = jax.nn.softmax(scores_BxNxSxS, axis=-1)
+    softmax = (
+        bf16_matmul.softmax if c.bf16_attention else functools.partial(jax.nn.softmax, axis=-1)
+    )
+    probs_BxNxSxS = softmax(scores_BxNxSxS)
     probs_BxNxSxS = dropout_layer(c, c.attention_probs_dropout_prob)(
         probs_BxNxSxS, deterministic=deterministic
     ).astype(c.compute_dtype)

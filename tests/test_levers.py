@@ -4,6 +4,7 @@ default model's loss and gradients; bfloat16 compute stays close; bf16_matmul's 
 gradients are exactly those of its rounded operands (dense layers and attention alike)."""
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -400,6 +401,25 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
     _assert_only_bf16_ynn_dots(hlo, 6)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 128, 129])
+def test_softmax_is_jax_softmax(n):
+    """bf16_matmul.softmax (the row maximum as maxima of halves, an odd element carried) gives
+    jax.nn.softmax's values exactly and its gradients up to rounding, masked entries included."""
+    x = 4.0 * jax.random.normal(jax.random.PRNGKey(n), (3, 2, n))
+    x = x.at[0, 0, 0].set(-1e9).at[1, :, n // 2].set(-jnp.inf)
+    if n > 1:
+        x = x.at[2, 1, n - 1].set(40.0)  # the maximum last, where an odd length carries it
+    g = jax.random.normal(jax.random.PRNGKey(0), x.shape)
+    np.testing.assert_array_equal(bf16_matmul.softmax(x), jax.nn.softmax(x, axis=-1))
+
+    def grad(softmax):
+        return jax.grad(lambda x: jnp.sum(softmax(x) * g))(x)
+
+    np.testing.assert_allclose(
+        grad(bf16_matmul.softmax), grad(functools.partial(jax.nn.softmax, axis=-1)), atol=1e-6
+    )
+
+
 @needs_bf16_cpu
 def test_fused_mlm_loss_runs_three_bf16_dots_on_cpu():
     """vocab_xent.py's logits, input gradient and table gradient (which also yields the bias
@@ -430,3 +450,9 @@ def test_bf16_layer_runs_every_dot_in_bf16_on_cpu():
 
     hlo = jax.jit(jax.grad(f, (0, 1))).lower(params, x).compile().as_text()
     _assert_only_bf16_ynn_dots(hlo, 24)
+    # The softmax's exponentials run in XLA's loops, not in YNNPACK's fusion of the scores' dot
+    # (bf16_matmul.softmax): no YNNPACK fusion computes one.
+    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
+    bodies = dict(re.findall(r"\n(%[\w.]+) \([^)]*\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S))
+    assert "exponential(" in hlo
+    assert not [name for name in ynn if "exponential(" in bodies[name]]
