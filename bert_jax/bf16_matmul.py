@@ -129,7 +129,12 @@ def softmax(x: Array) -> Array:
     return _softmax(x)
 
 
-def _row_max(x: Array) -> Array:
+def row_max(x: Array) -> Array:
+    """max(x, axis=-1, keepdims=True) as element-wise maxima of halves (exact): XLA fuses these
+    into its own loops together with their producers. A `reduce_max` over a YNNPACK dot's output
+    goes to YNNPACK instead, which needs its input materialised (the vocabulary's logits plus
+    their bias: one more pass over [P, V]) and runs the element-wise work it takes in with it
+    slowly (`softmax`)."""
     while x.shape[-1] > 1:
         half = x.shape[-1] // 2
         # An odd element out is carried to the next round.
@@ -141,7 +146,7 @@ def _row_max(x: Array) -> Array:
 
 @jax.custom_jvp
 def _softmax(x):
-    unnormalized = jnp.exp(x - _row_max(x))
+    unnormalized = jnp.exp(x - row_max(x))
     return unnormalized / jnp.sum(unnormalized, -1, keepdims=True)
 
 

@@ -26,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from bert_jax.bf16_matmul import dot_f32, dtype_token, transposed
+from bert_jax.bf16_matmul import dot_f32, dtype_token, row_max, transposed
 
 Array = jax.Array
 _F32 = jnp.float32
@@ -53,7 +53,8 @@ def _xent(h_PxH, table_VxH, bias_V, labels_P, dtype):
 def _xent_fwd(h_PxH, table_VxH, bias_V, labels_P, dtype):
     h_c, table_c = h_PxH.astype(dtype), table_VxH.astype(dtype)
     z_PxV = dot_f32(h_c, table_c, b_is_NxK=True) + bias_V
-    max_P = jnp.max(z_PxV, axis=-1)
+    # (Not jnp.max: XLA would materialise z for YNNPACK's reduction; see bf16_matmul.row_max.)
+    max_P = row_max(z_PxV)[:, 0]
     # exp(z - max) is kept for the backward: it is the softmax up to a per-row factor, and the
     # backward's single pass then reads it instead of recomputing an exp over [P, V].
     e_PxV = jnp.exp(z_PxV - max_P[:, None])
