@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -82,10 +83,17 @@ def freeze(tx: optax.GradientTransformation, *top_level: str) -> optax.GradientT
 
 
 def update_if_finite(
-    tx: optax.GradientTransformation, finite: jax.Array, grads, opt_state, params
+    tx: optax.GradientTransformation,
+    finite: jax.Array,
+    grads,
+    opt_state,
+    params,
+    *,
+    with_norm: jax.Array | bool = True,
 ) -> tuple[Any, Any, jax.Array]:
     """(params, optimizer state, update norm) after one `tx` step if `finite` (a scalar bool),
-    else the params and state unchanged and norm 0 (inside a jitted step).
+    else the params and state unchanged and norm 0 (inside a jitted step). The norm is NaN
+    where `with_norm` (a scalar bool) is false: it is one more pass over the parameters.
 
     A `lax.cond`, not a `jnp.where` of both outcomes per leaf: that where costs one more pass
     over the parameters and both Adam moments every step (+3% BERT-mini steps/s on CPU). The
@@ -96,11 +104,21 @@ def update_if_finite(
         grads, opt_state, params = operands
         updates, opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        change = jax.tree_util.tree_map(jnp.subtract, new_params, params)
-        return new_params, opt_state, optax.tree.norm(change)
+        norm = norm_if(
+            with_norm,
+            lambda: optax.tree.norm(jax.tree_util.tree_map(jnp.subtract, new_params, params)),
+        )
+        return new_params, opt_state, norm
 
     def keep(operands):
         _, opt_state, params = operands
         return params, opt_state, jnp.zeros((), jnp.float32)
 
     return jax.lax.cond(finite, update, keep, (grads, opt_state, params))
+
+
+def norm_if(now: jax.Array | bool, norm: Callable[[], jax.Array]) -> jax.Array:
+    """`norm()` where `now` (a scalar bool, traced or not), else NaN, the work skipped (a cond)."""
+    if isinstance(now, bool):
+        return norm() if now else jnp.full((), jnp.nan, jnp.float32)
+    return jax.lax.cond(now, norm, lambda: jnp.full((), jnp.nan, jnp.float32))

@@ -101,6 +101,7 @@ def train_step(
     optimizer: optax.GradientTransformation,
     next_sentence: bool = True,
     axis_name: str | None = None,
+    norms_every: int = 1,
 ) -> tuple[State, dict[str, jax.Array]]:
     """One optimizer step on the masked-LM + NSP loss. Pure: same inputs, same outputs.
 
@@ -109,6 +110,9 @@ def train_step(
     summed, so the update equals the single-device update on the whole batch.
     `next_sentence=False` (data without NSP) leaves the NSP head out of the loss; a causal model
     (model.config.causal) is trained as a left-to-right LM instead of a masked LM.
+    The metrics `param_norm` and `update_norm` cost a pass over the parameters each (~3% of a
+    BERT-mini step on CPU): they are computed after steps whose number is a multiple of
+    `norms_every`, NaN after the others (the loop passes train.log_every).
     """
     rng = dropout_rng(state, model.config, axis_name)
 
@@ -131,14 +135,15 @@ def train_step(
     # A non-finite loss or gradient skips the update: params and optimizer state stay as they
     # were (the loop counts skipped steps and stops after train.max_skipped_steps in a row).
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    norms_now = norms_every == 1 or (state["step"] + 1) % norms_every == 0
     params, opt_state, metrics["update_norm"] = optim.update_if_finite(
-        optimizer, finite, grads, state["opt_state"], state["params"]
+        optimizer, finite, grads, state["opt_state"], state["params"], with_norm=norms_now
     )
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     # Sequences trained on: the rows, or the instances of packed rows (data/packing.py).
     rows = batch["input_ids"].shape[0]
     metrics["sequences"] = psum(jnp.sum(batch.get("next_sentence_weights", jnp.ones(rows))))
-    metrics["param_norm"] = optax.tree.norm(params)
+    metrics["param_norm"] = optim.norm_if(norms_now, lambda: optax.tree.norm(params))
     new_state = {
         "step": state["step"] + 1,
         "params": params,
@@ -339,7 +344,9 @@ def train_and_evaluate(
     nsp = d.next_sentence
     par = parallel.Parallel(
         mode,
-        functools.partial(train_step, model=model, optimizer=tx, next_sentence=nsp),
+        functools.partial(
+            train_step, model=model, optimizer=tx, next_sentence=nsp, norms_every=t.log_every
+        ),
         functools.partial(eval_step, model=model, next_sentence=nsp),
         mesh=mesh,
         abstract_state=checkpoints.abstract_like(state),
@@ -499,11 +506,14 @@ class StepMonitor:
             )
 
     def window_mean(self) -> dict[str, float]:
-        """Means over the finite steps since the last call (NaN if all were skipped)."""
+        """Means over the finite steps since the last call (NaN if all were skipped). A metric
+        some steps leave NaN (train_step's norms) is averaged over the others, and left out
+        where none has it."""
         window, self.window = self.window, []
         if not window:
             return dict.fromkeys(("loss", "mlm_accuracy", "nsp_accuracy", "mlm_loss"), np.nan)
-        return {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+        values = {k: [w[k] for w in window if not np.isnan(w[k])] for k in window[0]}
+        return {k: float(np.mean(v)) for k, v in values.items() if v}
 
 
 class Preempted(SystemExit):

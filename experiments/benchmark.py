@@ -277,7 +277,9 @@ def our_step(config, batches: list[dict]) -> Stepper:
     _, seq = batches[0]["input_ids"].shape
     predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
-    step = functools.partial(train.train_step, model=model, optimizer=tx)
+    # As the training loop runs it: the parameter and update norms after every log_every-th step.
+    norms_every = pretrain_config.get_config().train.log_every
+    step = functools.partial(train.train_step, model=model, optimizer=tx, norms_every=norms_every)
     return stepper(step, state, batches)
 
 

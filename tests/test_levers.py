@@ -404,7 +404,8 @@ def test_bf16_attention_gradient_runs_six_bf16_dots_on_cpu():
 @pytest.mark.parametrize("n", [1, 2, 5, 128, 129])
 def test_softmax_is_jax_softmax(n):
     """bf16_matmul.row_max (maxima of halves, an odd element carried) is the maximum, and
-    bf16_matmul.softmax gives jax.nn.softmax's values exactly and its gradients up to rounding, masked entries included."""
+    bf16_matmul.softmax gives jax.nn.softmax's values exactly and its gradients up to rounding,
+    masked entries included."""
     x = 4.0 * jax.random.normal(jax.random.PRNGKey(n), (3, 2, n))
     x = x.at[0, 0, 0].set(-1e9).at[1, :, n // 2].set(-jnp.inf)
     if n > 1:

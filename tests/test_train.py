@@ -298,6 +298,42 @@ def test_update_if_finite_updates_or_keeps_everything(finite):
     np.testing.assert_allclose(norm, optax.tree.norm(updates) if finite else 0.0, rtol=1e-4)
 
 
+def test_norms_every_computes_the_norms_only_after_every_kth_step():
+    """With norms_every=3 the steps are those of norms_every=1 (same params, same loss and
+    gradient norm); param_norm and update_norm are NaN after steps 1, 2, 4, 5 and, after steps
+    3 and 6, the norms of the params and of the change the step made."""
+    model, tx, state = setup(total_steps=100, learning_rate=1e-2)
+    steps = {k: jax.jit(functools.partial(train.train_step, model=model, optimizer=tx,
+                                          norms_every=k)) for k in (1, 3)}  # fmt: skip
+    states = dict.fromkeys(steps, state)
+    for n in range(1, 7):
+        before = states[1]["params"]
+        metrics = {}
+        for k, step in steps.items():
+            states[k], metrics[k] = step(states[k], fake_batch(seed=n))
+        for a, b in zip(*(jax.tree_util.tree_leaves(states[k]) for k in steps), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for key in ("loss", "grad_norm", "mlm_accuracy"):
+            assert float(metrics[1][key]) == float(metrics[3][key]), key
+        change = optax.tree.norm(jax.tree_util.tree_map(jnp.subtract, states[1]["params"], before))
+        np.testing.assert_allclose(metrics[1]["update_norm"], change, rtol=1e-5)
+        np.testing.assert_allclose(metrics[1]["param_norm"], optax.tree.norm(states[1]["params"]))
+        for key in ("param_norm", "update_norm"):
+            if n % 3:
+                assert np.isnan(metrics[3][key]), (n, key)
+            else:
+                assert float(metrics[3][key]) == float(metrics[1][key]), (n, key)
+
+
+def test_window_mean_averages_a_metric_over_the_steps_that_have_it():
+    monitor = train.StepMonitor(limit=3, log=print)
+    for step, norm in enumerate([np.nan, 2.0, np.nan, 4.0]):
+        monitor.add({"loss": float(step), "param_norm": norm, "skipped": 0.0}, step)
+    assert monitor.window_mean() == {"loss": 1.5, "param_norm": 3.0, "skipped": 0.0}
+    monitor.add({"loss": 1.0, "param_norm": np.nan, "skipped": 0.0}, 5)
+    assert monitor.window_mean() == {"loss": 1.0, "skipped": 0.0}  # none had it: left out
+
+
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
