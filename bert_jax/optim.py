@@ -62,13 +62,27 @@ def make_optimizer(
     )
     parts = []
     if cfg.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+        parts.append(clip_by_global_norm(cfg.grad_clip_norm))
     parts.append(opt)
     tx = optax.chain(*parts)
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k)
         return tx, lambda step: inner(step // k)
     return tx, inner
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Gradients times max_norm / max(global norm, max_norm): the original BERT's clipping
+    (tf.clip_by_global_norm; exactly the gradients below the threshold). The same as optax's
+    up to rounding above it, whose per-element division (t / norm * max_norm) XLA's CPU backend
+    writes out as one more parameter-sized array before the Adam update reads it."""
+
+    def update(updates, state, params=None):
+        del params
+        scale = max_norm / jnp.maximum(optax.tree.norm(updates), max_norm)
+        return jax.tree_util.tree_map(lambda t: t * scale.astype(t.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
 
 
 def freeze(tx: optax.GradientTransformation, *top_level: str) -> optax.GradientTransformation:

@@ -334,6 +334,21 @@ def test_window_mean_averages_a_metric_over_the_steps_that_have_it():
     assert monitor.window_mean() == {"loss": 1.0, "skipped": 0.0}  # none had it: left out
 
 
+@pytest.mark.parametrize("scale", [0.5, 3.0], ids=["below max_norm", "above"])
+def test_clip_by_global_norm_is_berts(scale):
+    """t * max_norm / max(norm, max_norm): the gradients themselves below the threshold, and
+    optax's clipping (a global norm of max_norm) up to rounding above it."""
+    grads = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(4)}
+    grads = jax.tree_util.tree_map(lambda t: t * scale / optax.tree.norm(grads), grads)
+    got, _ = optim.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    want, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    for a, b, g in zip(*map(jax.tree_util.tree_leaves, (got, want, grads)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+        if scale < 1:
+            np.testing.assert_array_equal(a, g)
+    np.testing.assert_allclose(optax.tree.norm(got), min(scale, 1.0), rtol=1e-6)
+
+
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
