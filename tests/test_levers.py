@@ -345,18 +345,27 @@ needs_bf16_cpu = pytest.mark.skipif(
 )
 
 
+def _computations(hlo: str) -> list[tuple[str, str, str, bool]]:
+    """Every computation of a compiled module: (name, parameter list, body, whether it is a
+    YNNPACK fusion)."""
+    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
+    return [
+        (name, params, body, name in ynn)
+        for name, params, body in re.findall(
+            r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S
+        )
+    ]
+
+
 def _dots(hlo: str) -> list[tuple[str, str, list[str], bool]]:
     """Every dot of a compiled module: (its computation, that computation's parameter list, the
     dot's operand types, whether the computation is a YNNPACK fusion)."""
-    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
     found = []
-    for name, params, body in re.findall(
-        r"\n(%[\w.]+) \(([^)]*)\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S
-    ):
+    for name, params, body, ynn in _computations(hlo):
         types = dict(re.findall(r"([\w.]+): (\w+)\[", params))
         types.update(re.findall(r"%([\w.-]+) = (\w+)\[", body))
         for operands in re.findall(r" dot\(%([\w.-]+), %([\w.-]+)\)", body):
-            found.append((name, params, [types[o] for o in operands], name in ynn))
+            found.append((name, params, [types[o] for o in operands], ynn))
     return found
 
 
@@ -454,7 +463,5 @@ def test_bf16_layer_runs_every_dot_in_bf16_on_cpu():
     _assert_only_bf16_ynn_dots(hlo, 24)
     # The softmax's exponentials run in XLA's loops, not in YNNPACK's fusion of the scores' dot
     # (bf16_matmul.softmax): no YNNPACK fusion computes one.
-    ynn = set(re.findall(r"calls=(%[\w.]+), [^\n]*__ynn_fusion", hlo))
-    bodies = dict(re.findall(r"\n(%[\w.]+) \([^)]*\) -> [^\n]*\{\n(.*?)\n\}", hlo, re.S))
     assert "exponential(" in hlo
-    assert not [name for name in ynn if "exponential(" in bodies[name]]
+    assert not [name for name, _, body, ynn in _computations(hlo) if ynn and "exponential(" in body]
