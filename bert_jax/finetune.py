@@ -330,6 +330,7 @@ def finetune(
         raise ValueError(
             "train.parallel='mesh' is for pre-training; fine-tune with 'jit' or 'pmap'."
         )
+    options = parallel.compiler_options(t.get("compiler_options", ""))
     n_dev = jax.local_device_count() if mode == "pmap" else 1
     for name in ("batch_size", "eval_batch_size"):
         if t[name] % n_dev:
@@ -376,6 +377,7 @@ def finetune(
         mode,
         functools.partial(train_step, model=model, optimizer=tx, head=task.head),
         functools.partial(predict_step, model=model),
+        compiler_options=options,
     )
     state = par.put_state(state)
     writer = MetricWriter(workdir)

@@ -178,6 +178,39 @@ def describe(shardings) -> dict[str, str]:
 # --------------------------------------------------------------------------- how steps run
 
 
+def compiler_options(text: str) -> dict[str, Any]:
+    """`train.compiler_options` ("name=value,...": XLA's options, e.g.
+    "xla_cpu_prefer_vector_width=512") as `jax.jit`'s compiler_options, values typed (true/false,
+    integers, floats, else strings). They are checked by compiling a trivial function with them,
+    so a misspelt name or a bad value fails here, before any data is read, naming XLA's reason."""
+    options = {}
+    for item in filter(None, text.split(",")):
+        name, eq, value = (part.strip() for part in item.partition("="))
+        if not (name and eq and value):
+            raise ValueError(
+                f"train.compiler_options={text!r}: {item!r} is not name=value "
+                "(e.g. xla_cpu_prefer_vector_width=512)."
+            )
+        options[name] = _typed(value)
+    if options:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+        except Exception as e:  # noqa: BLE001 (XLA raises its runtime error type)
+            raise ValueError(f"train.compiler_options={text!r}: XLA rejects it: {e}") from None
+    return options
+
+
+def _typed(value: str) -> bool | int | float | str:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 class Parallel:
     """How the steps run: "jit" on one device, "pmap" over the local devices (data parallel,
     replicated state), or "mesh": one jit over a `make_mesh` mesh of all devices of all hosts,
@@ -186,7 +219,8 @@ class Parallel:
     Holds the compiled step functions and the host<->device placement of states, batches and
     metrics. `train_fn(state, batch, axis_name=None)` and `eval_fn(params, batch,
     axis_name=None)` are pure steps; under pmap they get `axis_name` to psum over (under jit and
-    mesh the batch is global and XLA does the reductions).
+    mesh the batch is global and XLA does the reductions). `compiler_options` (from
+    `compiler_options(text)`) go to XLA when both steps compile (jit and mesh only).
     """
 
     AXIS = "batch"
@@ -196,14 +230,22 @@ class Parallel:
         mode: str,
         train_fn: Callable,
         eval_fn: Callable,
+        *,
         mesh: Mesh | None = None,
         abstract_state: Any = None,
+        compiler_options: dict[str, Any] | None = None,
     ):
         self.mode, self.mesh = mode, mesh
         self.n = jax.local_device_count() if mode == "pmap" else 1
+        if compiler_options and mode == "pmap":
+            raise ValueError(
+                f"train.compiler_options={compiler_options} needs train.parallel='jit' or 'mesh' "
+                "(jax.pmap takes no compiler options); got pmap."
+            )
+        jit = functools.partial(jax.jit, compiler_options=compiler_options or None)
         if mode == "jit":
-            self.train = jax.jit(train_fn, donate_argnums=0)
-            self.eval = jax.jit(eval_fn)
+            self.train = jit(train_fn, donate_argnums=0)
+            self.eval = jit(eval_fn)
         elif mode == "pmap":
             self.train = jax.pmap(
                 functools.partial(train_fn, axis_name=self.AXIS),
@@ -218,13 +260,13 @@ class Parallel:
                 raise ValueError("mode 'mesh' needs the mesh and the (abstract) state.")
             self.state_shardings = state_shardings(abstract_state, mesh)
             batch, rep = batch_sharding(mesh), replicated(mesh)
-            self.train = jax.jit(
+            self.train = jit(
                 train_fn,
                 in_shardings=(self.state_shardings, batch),
                 out_shardings=(self.state_shardings, rep),
                 donate_argnums=0,
             )
-            self.eval = jax.jit(
+            self.eval = jit(
                 eval_fn, in_shardings=(self.state_shardings["params"], batch), out_shardings=rep
             )
         else:

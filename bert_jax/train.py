@@ -289,6 +289,7 @@ def train_and_evaluate(
     mesh = parallel.make_mesh(t.mesh_data, t.mesh_fsdp, t.mesh_tensor) if mode == "mesh" else None
     # Config mistakes and an unwritable workdir fail here, before data is prepared or compiled.
     check_config(config, parallel.batch_divisor(mode, mesh))
+    options = parallel.compiler_options(t.get("compiler_options", ""))
     checkpoints.check_writable(workdir)
     init = None
     if config.init_checkpoint:
@@ -350,6 +351,7 @@ def train_and_evaluate(
         functools.partial(eval_step, model=model, next_sentence=nsp),
         mesh=mesh,
         abstract_state=checkpoints.abstract_like(state),
+        compiler_options=options,
     )
     state = par.put_state(state)
     writer = MetricWriter(workdir)

@@ -4,6 +4,8 @@ r"""Training-step speed of bert-jax against Hugging Face's Flax BERT, in the sam
     python experiments/benchmark.py --size=base --seq=128 --batch=32 --dtype=bfloat16   # a GPU
     python experiments/benchmark.py --size=mini --reference_site=/tmp/hf457   # + HF Flax
     python experiments/benchmark.py --size=mini --set=bf16_matmul=true   # a CPU with AMX
+    python experiments/benchmark.py --size=mini --set=bf16_matmul=true \
+        --compiler_options=xla_cpu_prefer_vector_width=512   # XLA options, for both steps
     python experiments/benchmark.py --size=large --seq=128 --batch=8 --steps=3 \
         --set=scan_layers=true,remat=full
     python experiments/benchmark.py --size=mini --head=span --seq=384   # a fine-tuning step
@@ -76,6 +78,10 @@ def _define_flags() -> None:
     )  # fmt: skip
     flags.DEFINE_string("dtype", "float32", "Compute dtype: float32 | bfloat16.")
     flags.DEFINE_list("set", [], "Model config fields, e.g. --set=fused_qkv=true,attention=dot.")
+    flags.DEFINE_string(
+        "compiler_options", "",
+        "XLA compile options for both steps, as train.compiler_options: 'name=value,...'.",
+    )  # fmt: skip
     flags.DEFINE_bool(
         "keep_freed_memory", True,
         "Let glibc reuse freed host memory (bert_jax/host_memory.py), as bert_jax.main does.",
@@ -247,12 +253,14 @@ def hf_batch(b: dict) -> dict:
             "next_sentence_label": b["next_sentence_labels"]}  # fmt: skip
 
 
-def stepper(step_fn, state, batches: list[dict]) -> Stepper:
-    """`step_fn(state, batch)` jitted with the state donated, compiled on device batches."""
+def stepper(step_fn, state, batches: list[dict], compiler_options=None) -> Stepper:
+    """`step_fn(state, batch)` jitted with the state donated (and XLA's `compiler_options`, a
+    dict), compiled on device batches."""
     import jax  # noqa: PLC0415
 
     batches = [jax.device_put(b) for b in batches]
-    return Stepper(jax.jit(step_fn, donate_argnums=0), state, batches)
+    step = jax.jit(step_fn, donate_argnums=0, compiler_options=compiler_options or None)
+    return Stepper(step, state, batches)
 
 
 def _optimizer(config_module):
@@ -265,7 +273,7 @@ def _optimizer(config_module):
     return optim.make_optimizer(opt, 1000)[0]
 
 
-def our_step(config, batches: list[dict]) -> Stepper:
+def our_step(config, batches: list[dict], compiler_options=None) -> Stepper:
     import jax  # noqa: PLC0415
 
     from bert_jax import train  # noqa: PLC0415
@@ -280,10 +288,12 @@ def our_step(config, batches: list[dict]) -> Stepper:
     # As the training loop runs it: the parameter and update norms after every log_every-th step.
     norms_every = pretrain_config.get_config().train.log_every
     step = functools.partial(train.train_step, model=model, optimizer=tx, norms_every=norms_every)
-    return stepper(step, state, batches)
+    return stepper(step, state, batches, compiler_options)
 
 
-def our_finetune_step(config, batches: list[dict], head: str, labels: int) -> Stepper:
+def our_finetune_step(
+    config, batches: list[dict], head: str, labels: int, compiler_options=None
+) -> Stepper:
     import jax  # noqa: PLC0415
 
     from bert_jax import finetune  # noqa: PLC0415
@@ -293,7 +303,7 @@ def our_finetune_step(config, batches: list[dict], head: str, labels: int) -> St
     tx = _optimizer(finetune_config)
     state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
     step = functools.partial(finetune.train_step, model=model, optimizer=tx, head=head)
-    return stepper(step, state, batches)
+    return stepper(step, state, batches, compiler_options)
 
 
 def _hf_pretraining_loss(out, b):
@@ -331,8 +341,8 @@ def _hf_finetune_loss(head: str):
     return loss
 
 
-def hf_step(config, batches: list[dict], head: str = "pretraining",
-            labels: int = 2) -> Stepper | None:  # fmt: skip
+def hf_step(config, batches: list[dict], head: str = "pretraining", labels: int = 2,
+            compiler_options=None) -> Stepper | None:  # fmt: skip
     """Hugging Face's Flax model for `head` (FlaxBertForPreTraining or FINETUNE_HEADS) with the
     same loss, optax AdamW with the same schedule shape; None if transformers<5 is absent."""
     try:
@@ -374,7 +384,7 @@ def hf_step(config, batches: list[dict], head: str = "pretraining",
                 "rng": rng}, {"loss": loss}  # fmt: skip
 
     batches = [hf_batch(b) if head == "pretraining" else b for b in batches]
-    return stepper(step, state, batches)
+    return stepper(step, state, batches, compiler_options)
 
 
 TABLE_BEGIN, TABLE_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
@@ -397,7 +407,8 @@ def markdown_table(results: list[dict]) -> str:
         if key == "options":
             head = [f"head={r['head']}"] if r.get("head") else []
             kept = ["freed memory kept"] if r.get("keep_freed_memory") else []
-            return ",".join(head + [f"{k}={x}" for k, x in (v or {}).items()] + kept) or "default"
+            options = {**(v or {}), **r.get("compiler_options", {})}
+            return ",".join(head + [f"{k}={x}" for k, x in options.items()] + kept) or "default"
         return "-" if v is None else str(v)
 
     lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -441,12 +452,17 @@ def main(argv: list[str]) -> None:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
+    from bert_jax import parallel  # noqa: PLC0415
     from configs import common  # noqa: PLC0415
 
     try:
         config, fields = bert_config(FLAGS.size, FLAGS.vocab, FLAGS.seq, FLAGS.dtype, FLAGS.set)
     except ValueError as e:
         raise app.UsageError(f"--set: {e} (and --dtype, --vocab).") from None
+    try:  # (the same options for both steps)
+        options = parallel.compiler_options(FLAGS.compiler_options)
+    except ValueError as e:
+        raise app.UsageError(f"--compiler_options: {e}") from None
     preds = FLAGS.predictions or common.max_predictions(FLAGS.seq)
     backend = jax.default_backend()
     # MFU against the peak of the precision each step's matmuls run in (on accelerators bf16;
@@ -463,7 +479,7 @@ def main(argv: list[str]) -> None:
     if head == "pretraining":
         batches = [random_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, preds)
                    for _ in range(2)]  # fmt: skip
-        ours = our_step(config, batches)
+        ours = our_step(config, batches, options)
         flops = flops_per_sequence(config, FLAGS.seq, preds) * FLAGS.batch
         hf_flops = flops_per_sequence(config, FLAGS.seq, FLAGS.seq) * FLAGS.batch
     else:
@@ -471,11 +487,11 @@ def main(argv: list[str]) -> None:
             finetune_batch(rng, config.vocab_size, FLAGS.seq, FLAGS.batch, head=head, labels=labels)
             for _ in range(2)
         ]
-        ours = our_finetune_step(config, batches, head, labels)
+        ours = our_finetune_step(config, batches, head, labels, options)
         flops = hf_flops = (
             finetune_flops_per_sequence(config, FLAGS.seq, head, labels) * FLAGS.batch
         )
-    hf = hf_step(config, batches, head, labels) if FLAGS.reference else None
+    hf = hf_step(config, batches, head, labels, options) if FLAGS.reference else None
     # Both steps compiled, their timed steps alternate: A B A B ...
     timings = alternate(
         {"ours": ours, "hf": hf} if hf else {"ours": ours}, FLAGS.steps, FLAGS.rounds
@@ -487,6 +503,7 @@ def main(argv: list[str]) -> None:
     result = {
         "size": FLAGS.size, "seq": FLAGS.seq, "batch": FLAGS.batch, "dtype": FLAGS.dtype,
         "options": dict(fields), **({"head": head} if head != "pretraining" else {}),
+        **({"compiler_options": options} if options else {}),
         "keep_freed_memory": kept, "backend": backend,
         "device": str(jax.devices()[0].device_kind),
         "peak_tflops": round(peak / 1e12, 3), "peak_dtype": peak_dtype,

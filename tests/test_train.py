@@ -159,6 +159,52 @@ def test_pmap_step_equals_jit_step_on_8_devices():
     np.testing.assert_allclose(m_jit["mlm_accuracy"], m_pmap["mlm_accuracy"], rtol=1e-6)
 
 
+def test_compiler_options_are_parsed_checked_and_reach_the_step(tmp_path):
+    opts = parallel.compiler_options(
+        " xla_cpu_prefer_vector_width=512,xla_cpu_enable_fast_math=false"
+    )
+    assert opts == {"xla_cpu_prefer_vector_width": 512, "xla_cpu_enable_fast_math": False}
+    assert parallel.compiler_options("") == {}
+    with pytest.raises(ValueError, match="'xla_cpu_prefer_vector_width' is not name=value"):
+        parallel.compiler_options("xla_cpu_prefer_vector_width")
+    # A misspelt option fails when parsed, naming XLA's reason, before a run writes anything.
+    with pytest.raises(ValueError, match="XLA rejects it.*xla_cpu_prefer_vector_widht"):
+        parallel.compiler_options("xla_cpu_prefer_vector_widht=512")
+    from configs import pretrain
+
+    config = pretrain.get_config("size=tiny,demo")
+    config.train.compiler_options = "xla_cpu_no_such_option=1"
+    with pytest.raises(ValueError, match="train.compiler_options="):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+    model, tx, state = setup()
+    batch = fake_batch()
+    steps = (
+        functools.partial(train.train_step, model=model, optimizer=tx),
+        functools.partial(train.eval_step, model=model),
+    )
+    # The options reach XLA when the step compiles (an unchecked bad one fails there) ...
+    bad = parallel.Parallel("jit", *steps, compiler_options={"xla_cpu_no_such_option": 1})
+    with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+        bad.train(jax.tree_util.tree_map(jnp.copy, state), batch)
+    # ... a good one compiles the same step, which computes the same update ...
+    plain, wide = (
+        parallel.Parallel("jit", *steps),
+        parallel.Parallel("jit", *steps, compiler_options=opts),
+    )
+    s_plain, m_plain = plain.train(jax.tree_util.tree_map(jnp.copy, state), batch)
+    s_wide, m_wide = wide.train(jax.tree_util.tree_map(jnp.copy, state), batch)
+    np.testing.assert_allclose(m_wide["loss"], m_plain["loss"], rtol=1e-6)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(s_wide), jax.tree_util.tree_leaves(s_plain), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    # ... and pmap, which takes no compile options, says so.
+    with pytest.raises(ValueError, match="needs train.parallel='jit' or 'mesh'"):
+        parallel.Parallel("pmap", *steps, compiler_options=opts)
+
+
 @pytest.mark.parametrize(
     "options",
     [
