@@ -144,9 +144,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_batch_size = 64
     # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
     config.train.parallel = "auto"
-    # XLA compile options for the train and eval steps, "name=value,..." (parallel 'jit' or
-    # 'mesh'). On a CPU with AVX-512, "xla_cpu_prefer_vector_width=512" makes the bf16 step ~2%
-    # faster (docs/benchmarks.md).
+    # XLA compile options for the train and prediction steps, "name=value,..." (parallel 'jit';
+    # pmap takes none). E.g. "xla_cpu_prefer_vector_width=512" on a CPU with AVX-512.
     config.train.compiler_options = ""
     config.train.log_every = 50
     # Batches gathered and copied to the devices ahead of their step, in a background thread
