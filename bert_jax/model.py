@@ -23,6 +23,7 @@ import numpy as np
 from jax import lax
 
 from bert_jax import bf16_matmul, dropout
+from bert_jax.layer_norm import LayerNorm
 
 Array = jax.Array
 
@@ -209,9 +210,9 @@ def gelu(x: Array) -> Array:
     return 0.5 * x * (1.0 + lax.erf(x * 2**-0.5))
 
 
-def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+def layer_norm(config: BertConfig, name: str) -> LayerNorm:
     # Statistics in float32 even under bfloat16 compute (the variance of bf16 activations is noisy).
-    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32, name=name)
+    return LayerNorm(epsilon=config.layer_norm_eps, name=name)
 
 
 def dropout_layer(config: BertConfig, rate: float) -> nn.Module:

@@ -244,3 +244,38 @@ def test_multiple_choice_scores_each_choice_independently():
     scores2 = model.apply({"params": params}, *swapped)["logits"]
     np.testing.assert_allclose(scores2[0], scores[0][::-1], atol=1e-5)
     np.testing.assert_allclose(scores2[1], scores[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_layer_norm_is_flaxs_with_its_gradient_by_hand(offset):
+    """bert_jax.layer_norm.LayerNorm (backward written out) against flax's nn.LayerNorm: the
+    same parameters, values and gradients (also for rows with a large mean, where the one-pass
+    variance both use loses digits alike), and a hand-checked row."""
+    import flax.linen as nn
+
+    from bert_jax.layer_norm import LayerNorm
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = 2.0 * jax.random.normal(keys[0], (3, 5, 64)) + offset
+    ours, ref = LayerNorm(epsilon=1e-12), nn.LayerNorm(epsilon=1e-12, dtype=jnp.float32)
+    params = ref.init(keys[1], x)
+    assert jax.tree_util.tree_structure(ours.init(keys[1], x)) == jax.tree_util.tree_structure(
+        params
+    )
+    params = {"params": {"scale": 1 + 0.3 * jax.random.normal(keys[2], (64,)),
+                         "bias": 0.3 * jax.random.normal(keys[3], (64,))}}  # fmt: skip
+    w = jax.random.normal(jax.random.PRNGKey(5), x.shape)  # a loss that weighs every output
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x)) * w)
+
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=2e-6, rtol=0)
+    got = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    want = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    for g, r in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(g, r, atol=2e-5 * float(jnp.abs(r).max()), rtol=0)
+    # By hand: [1, 2, 3, 4] has mean 2.5 and variance 1.25, so x_hat = (x - 2.5) / sqrt(1.25).
+    row = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    unit = {"params": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}}
+    expected = (np.array([1.0, 2.0, 3.0, 4.0]) - 2.5) / np.sqrt(1.25)
+    np.testing.assert_allclose(LayerNorm(epsilon=0.0).apply(unit, row)[0], expected, rtol=1e-6)
