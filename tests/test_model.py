@@ -279,3 +279,16 @@ def test_layer_norm_is_flaxs_with_its_gradient_by_hand(offset):
     unit = {"params": {"scale": jnp.ones(4), "bias": jnp.zeros(4)}}
     expected = (np.array([1.0, 2.0, 3.0, 4.0]) - 2.5) / np.sqrt(1.25)
     np.testing.assert_allclose(LayerNorm(epsilon=0.0).apply(unit, row)[0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 32])
+def test_broadcast_over_batch_sums_its_gradient_over_the_batch(batch):
+    from bert_jax.model import broadcast_over_batch
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (7, 3))
+    w = jax.random.normal(jax.random.PRNGKey(1), (batch, 7, 3))
+    np.testing.assert_array_equal(broadcast_over_batch(x, batch), jnp.broadcast_to(x, w.shape))
+    got = jax.grad(lambda x: jnp.sum(jnp.sin(broadcast_over_batch(x, batch)) * w))(x)
+    np.testing.assert_allclose(
+        got, np.sum(np.cos(np.asarray(x))[None] * np.asarray(w), 0), rtol=1e-5, atol=1e-6
+    )
