@@ -145,12 +145,17 @@ def row_max(x: Array) -> Array:
     goes to YNNPACK instead, which needs its input materialised (the vocabulary's logits plus
     their bias: one more pass over [P, V]) and runs the element-wise work it takes in with it
     slowly (`softmax`)."""
-    while x.shape[-1] > 1:
-        half = x.shape[-1] // 2
-        # An odd element out is carried to the next round.
-        x = jnp.concatenate(
-            [jnp.maximum(x[..., :half], x[..., half : 2 * half]), x[..., 2 * half :]], -1
-        )
+    return reduce_halves(x, jnp.maximum, -1)
+
+
+def reduce_halves(x: Array, op, axis: int) -> Array:
+    """x reduced over `axis` (kept, size 1) by the element-wise `op` (jnp.maximum, jnp.add) of its
+    halves, an odd element carried to the next round: element-wise work that XLA's CPU backend
+    fuses into its own loops, where a reduction would go to YNNPACK."""
+    while x.shape[axis] > 1:
+        half = x.shape[axis] // 2
+        part = functools.partial(lax.slice_in_dim, x, axis=axis)
+        x = jnp.concatenate([op(part(0, half), part(half, 2 * half)), part(2 * half, None)], axis)
     return x
 
 

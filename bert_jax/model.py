@@ -233,10 +233,10 @@ def dense(config: BertConfig, features: int, name: str) -> nn.Dense:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def broadcast_over_batch(x: Array, batch: int) -> Array:
     """x[None] repeated `batch` times ([batch, *x.shape]); its gradient, the sum over the batch, is
-    taken as sums of halves (an odd row carried), element-wise adds that XLA's CPU backend fuses
-    into one loop. Autodiff's reduce over the batch went to a YNNPACK fusion that read the
-    position embeddings' [32, 128, 256] gradient at a third of the speed (BERT-mini bf16 step
-    0.994 of the time with this; docs/benchmarks.md)."""
+    taken as sums of halves (bf16_matmul.reduce_halves), element-wise adds that XLA's CPU backend
+    fuses into its loops. Autodiff's reduce over the batch went to a YNNPACK fusion: 4.3 of ~550
+    thread-ms in a bf16 BERT-mini step for the position embeddings' [32, 128, 256] gradient, a
+    4 MB read (the step 0.992-0.994 of the time with this; docs/benchmarks.md)."""
     return jnp.broadcast_to(x[None], (batch, *x.shape))
 
 
@@ -246,10 +246,7 @@ def _broadcast_over_batch_fwd(x, batch):
 
 def _broadcast_over_batch_bwd(batch, _, g):
     del batch
-    while g.shape[0] > 1:
-        half = g.shape[0] // 2
-        g = jnp.concatenate([g[:half] + g[half : 2 * half], g[2 * half :]], 0)
-    return (g[0],)
+    return (bf16_matmul.reduce_halves(g, jnp.add, 0)[0],)
 
 
 broadcast_over_batch.defvjp(_broadcast_over_batch_fwd, _broadcast_over_batch_bwd)
