@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from bert_jax import finetune
+from bert_jax import finetune, parallel
 
 
 def points(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
@@ -55,6 +55,7 @@ def run(
     """Every point x seed, then the summary. A single point and seed runs in `workdir` itself."""
     grid = points(config)
     seeds = tuple(config.sweep.seeds) or (config.train.seed,)
+    parallel.compiler_options(config.train.get("compiler_options", ""))  # before reading data
     ready = finetune.setup(config, log)
     single = len(grid) == 1 and len(seeds) == 1
     runs: dict[str, dict[int, dict]] = {}

@@ -133,6 +133,10 @@ def update_if_finite(
 
 def norm_if(now: jax.Array | bool, norm: Callable[[], jax.Array]) -> jax.Array:
     """`norm()` where `now` (a scalar bool, traced or not), else NaN, the work skipped (a cond)."""
+
+    def nan():
+        return jnp.full((), jnp.nan, jnp.float32)
+
     if isinstance(now, bool):
-        return norm() if now else jnp.full((), jnp.nan, jnp.float32)
-    return jax.lax.cond(now, norm, lambda: jnp.full((), jnp.nan, jnp.float32))
+        return norm() if now else nan()
+    return jax.lax.cond(now, norm, nan)

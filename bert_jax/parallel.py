@@ -182,7 +182,8 @@ def compiler_options(text: str) -> dict[str, Any]:
     """`train.compiler_options` ("name=value,...": XLA's options, e.g.
     "xla_cpu_prefer_vector_width=512") as `jax.jit`'s compiler_options, values typed (true/false,
     integers, floats, else strings). They are checked by compiling a trivial function with them,
-    so a misspelt name or a bad value fails here, before any data is read, naming XLA's reason."""
+    so a misspelt name or a bad value fails here, naming XLA's reason (pre-training and the
+    fine-tuning sweep call this before they read any data)."""
     options = {}
     for item in filter(None, text.split(",")):
         name, eq, value = (part.strip() for part in item.partition("="))
@@ -194,10 +195,17 @@ def compiler_options(text: str) -> dict[str, Any]:
         options[name] = _typed(value)
     if options:
         try:
-            jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+            _check(tuple(options.items()))
         except Exception as e:  # noqa: BLE001 (XLA raises its runtime error type)
             raise ValueError(f"train.compiler_options={text!r}: XLA rejects it: {e}") from None
     return options
+
+
+@functools.cache
+def _check(options: tuple[tuple[str, Any], ...]) -> None:
+    """Compiles a trivial function with `options` (once per process for the same options: a
+    fine-tuning sweep checks them before reading its data and again in every point)."""
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
 
 
 def _typed(value: str) -> bool | int | float | str:

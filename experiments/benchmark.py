@@ -263,12 +263,12 @@ def stepper(step_fn, state, batches: list[dict], compiler_options=None) -> Stepp
     return Stepper(step, state, batches)
 
 
-def _optimizer(config_module):
-    """The optimizer of a configs/ module's get_config() (BERT's AdamW), with a short warmup:
+def _optimizer(config):
+    """The optimizer of a configs/ module's config (BERT's AdamW), with a short warmup:
     the schedule is not what is timed."""
     from bert_jax import optim  # noqa: PLC0415
 
-    opt = config_module.get_config().optimizer
+    opt = config.optimizer
     opt.warmup_steps = 10
     return optim.make_optimizer(opt, 1000)[0]
 
@@ -281,12 +281,13 @@ def our_step(config, batches: list[dict], compiler_options=None) -> Stepper:
     from configs import pretrain as pretrain_config  # noqa: PLC0415
 
     model = BertForPreTraining(config)
-    tx = _optimizer(pretrain_config)
+    run_config = pretrain_config.get_config()
+    tx = _optimizer(run_config)
     _, seq = batches[0]["input_ids"].shape
     predictions = batches[0]["masked_lm_positions"].shape[1]
     state = train.init_state(model, tx, jax.random.PRNGKey(0), seq, predictions)
     # As the training loop runs it: the parameter and update norms after every log_every-th step.
-    norms_every = pretrain_config.get_config().train.log_every
+    norms_every = run_config.train.log_every
     step = functools.partial(train.train_step, model=model, optimizer=tx, norms_every=norms_every)
     return stepper(step, state, batches, compiler_options)
 
@@ -300,7 +301,7 @@ def our_finetune_step(
     from configs import finetune as finetune_config  # noqa: PLC0415
 
     model = finetune.make_model(head, config, labels)
-    tx = _optimizer(finetune_config)
+    tx = _optimizer(finetune_config.get_config())
     state = finetune.init_state(model, tx, jax.random.PRNGKey(0), batches[0]["input_ids"].shape[1:])
     step = functools.partial(finetune.train_step, model=model, optimizer=tx, head=head)
     return stepper(step, state, batches, compiler_options)
