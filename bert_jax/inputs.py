@@ -216,6 +216,16 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
             refuse(name, batch[name], 0, seq, f"positions index the {seq} tokens of a row.")
     else:
         refuse("input_mask", mask, 0, 2, "input_mask must be 0 or 1.")
+        # Padding after the tokens (model.attention 'dot' and 'cudnn' read a row's mask as its
+        # length; every BERT pipeline pads at the end).
+        holes = np.argwhere(mask[:, 1:] > mask[:, :-1])
+        if len(holes):
+            row, col = (int(i) for i in holes[0])
+            raise ValueError(
+                f"{where}: input_mask[{row}] has a 1 at position {col + 1} after a 0 at {col} "
+                f"({len(holes)} such rows or gaps in the batch); padding must come after a row's "
+                "tokens, its mask 1s then 0s."
+            )
     refuse("segment_ids", batch["segment_ids"], 0, 2, "BERT has two segments (0 and 1).")
     if "masked_lm_positions" in batch:
         refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,

@@ -57,8 +57,11 @@ class BertConfig:
     # float rounding, see experiments/benchmark.py):
     # one [H, 3H] matmul for query, key and value (their parameters stay separate);
     fused_qkv: bool = False
-    # "einsum" (explicit softmax, attention dropout) or "dot": jax.nn.dot_product_attention
-    # (cuDNN flash attention on GPUs; needs attention_probs_dropout_prob=0);
+    # "einsum" (explicit softmax, attention dropout), "dot" (jax.nn.dot_product_attention
+    # computed by XLA, any device) or "cudnn" (the same function through cuDNN's fused flash
+    # attention: a GPU and dtype="bfloat16"). "dot" and "cudnn" need attention_probs_dropout_prob=0
+    # and take the padding as each row's length (BERT pads at the end: input_mask is 1s then 0s,
+    # which the training loop checks); packed rows pass their block-diagonal bias instead;
     attention: str = "einsum"
     # nn.scan over the layers: one compiled layer whatever the depth (parameters stacked under
     # encoder/layers, see stack_layers / unstack_layers);
@@ -102,13 +105,18 @@ class BertConfig:
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={self.dtype!r}; use 'float32' or 'bfloat16'.")
-        if self.attention not in ("einsum", "dot"):
-            raise ValueError(f"attention={self.attention!r}; use 'einsum' or 'dot'.")
-        if self.attention == "dot" and self.attention_probs_dropout_prob:
+        if self.attention not in ("einsum", "dot", "cudnn"):
+            raise ValueError(f"attention={self.attention!r}; use 'einsum', 'dot' or 'cudnn'.")
+        if self.attention != "einsum" and self.attention_probs_dropout_prob:
             raise ValueError(
-                f"attention='dot' (jax.nn.dot_product_attention) has no dropout on the attention "
-                f"probabilities; set attention_probs_dropout_prob=0 (it is "
+                f"attention={self.attention!r} (jax.nn.dot_product_attention) has no dropout on "
+                f"the attention probabilities; set attention_probs_dropout_prob=0 (it is "
                 f"{self.attention_probs_dropout_prob}) or use attention='einsum'."
+            )
+        if self.attention == "cudnn" and self.dtype != "bfloat16":
+            raise ValueError(
+                f"attention='cudnn' (cuDNN's fused attention) takes 16-bit inputs; set "
+                f"dtype='bfloat16' (it is {self.dtype!r}) or use attention='dot'."
             )
         if self.dropout_rng not in ("threefry", "rbg", "hash"):
             raise ValueError(f"dropout_rng={self.dropout_rng!r}; use 'threefry', 'rbg' or 'hash'.")
@@ -320,8 +328,9 @@ class SelfAttention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> Array:
-        # (bias_Bx1xSxS for a causal model: the broadcast below is the same.)
+    def __call__(self, x_BxSxH, mask, deterministic: bool) -> Array:
+        # `mask`: the attention bias [B, 1, 1, S] ([B, 1, S, S] when causal or packed), or each
+        # row's length [B] (attention 'dot' and 'cudnn' on unpacked rows; see BertModel).
         c = self.config
         n, d = c.num_attention_heads, c.hidden_size // c.num_attention_heads
         b, s, h = x_BxSxH.shape
@@ -351,21 +360,25 @@ class SelfAttention(nn.Module):
             q_BxSxNxD,
             k_BxSxNxD,
             v_BxSxNxD,
-            bias_Bx1x1xS,
+            mask,
         )
 
 
-def _attend(
-    c: BertConfig, q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias_Bx1x1xS, *, deterministic
-) -> Array:
+def _attend(c: BertConfig, q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, mask, *, deterministic) -> Array:
     """softmax(q k^T / sqrt(D) + bias) v, with dropout on the probabilities: [B, S, N*D]. Called
     from SelfAttention's compact method, so its dropout layer is a submodule of SelfAttention."""
     b, s, n, d = q_BxSxNxD.shape
-    if c.attention == "dot":
-        # (The bias is already in the compute dtype: see BertModel.)
+    if c.attention != "einsum":
+        # `mask`: each row's length [B], or (packed rows) a bias in the compute dtype [B, 1, S, S]
+        # that already holds the causal mask (see BertModel).
+        lengths = mask.ndim == 1
         ctx_BxSxNxD = jax.nn.dot_product_attention(
-            q_BxSxNxD, k_BxSxNxD, v_BxSxNxD, bias=bias_Bx1x1xS
-        )
+            q_BxSxNxD, k_BxSxNxD, v_BxSxNxD,
+            bias=None if lengths else mask,
+            key_value_seq_lengths=mask if lengths else None,
+            is_causal=c.causal and lengths,
+            implementation="cudnn" if c.attention == "cudnn" else "xla",
+        )  # fmt: skip
         return ctx_BxSxNxD.reshape(b, s, n * d)
     if c.bf16_attention:
         # Heads-major [B*N, S, D]: the reshape makes XLA materialise the transpose row-major
@@ -378,7 +391,7 @@ def _attend(
         scores_BxNxSxS = scores_GxSxS.reshape(b, n, s, s)
     else:
         scores_BxNxSxS = jnp.einsum("bqnd,bknd->bnqk", q_BxSxNxD, k_BxSxNxD) / np.sqrt(d)
-    scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + bias_Bx1x1xS
+    scores_BxNxSxS = scores_BxNxSxS.astype(jnp.float32) + mask
     softmax = (
         bf16_matmul.softmax if c.bf16_attention else functools.partial(jax.nn.softmax, axis=-1)
     )
@@ -411,8 +424,8 @@ class Attention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> Array:
-        ctx_BxSxH = SelfAttention(self.config, name="self")(x_BxSxH, bias_Bx1x1xS, deterministic)
+    def __call__(self, x_BxSxH, mask, deterministic: bool) -> Array:
+        ctx_BxSxH = SelfAttention(self.config, name="self")(x_BxSxH, mask, deterministic)
         return DenseResidualNorm(self.config, self.config.hidden_size, name="output")(
             ctx_BxSxH, x_BxSxH, deterministic
         )
@@ -435,23 +448,23 @@ class TransformerLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> Array:
+    def __call__(self, x_BxSxH, mask, deterministic: bool) -> Array:
         c = self.config
-        a_BxSxH = Attention(c, name="attention")(x_BxSxH, bias_Bx1x1xS, deterministic)
+        a_BxSxH = Attention(c, name="attention")(x_BxSxH, mask, deterministic)
         h_BxSxF = Intermediate(c, name="intermediate")(a_BxSxH)
         return DenseResidualNorm(c, c.hidden_size, name="output")(h_BxSxF, a_BxSxH, deterministic)
 
 
 class _ScanStep(nn.Module):
-    """One layer as an nn.scan body: (carry, bias) -> (carry, this layer's output)."""
+    """One layer as an nn.scan body: (carry, mask) -> (carry, this layer's output)."""
 
     config: BertConfig
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x_BxSxH, bias_Bx1x1xS):
+    def __call__(self, x_BxSxH, mask):
         x_BxSxH = _layer_class(self.config)(self.config, name="layer")(
-            x_BxSxH, bias_Bx1x1xS, self.deterministic
+            x_BxSxH, mask, self.deterministic
         )
         return x_BxSxH, x_BxSxH
 
@@ -468,7 +481,7 @@ class Encoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x_BxSxH, bias_Bx1x1xS, deterministic: bool) -> list[Array]:
+    def __call__(self, x_BxSxH, mask, deterministic: bool) -> list[Array]:
         c = self.config
         if c.scan_layers:
             scanned = nn.scan(
@@ -479,21 +492,21 @@ class Encoder(nn.Module):
                 length=c.num_hidden_layers,
             )(c, deterministic, name="layers")
 
-            def run(x_BxSxH, bias_Bx1x1xS):
-                _, out_LxBxSxH = scanned(x_BxSxH, bias_Bx1x1xS)
+            def run(x_BxSxH, mask):
+                _, out_LxBxSxH = scanned(x_BxSxH, mask)
                 return [x_BxSxH, *out_LxBxSxH]
 
         else:
             layers = [_layer_class(c)(c, name=f"layer_{i}") for i in range(c.num_hidden_layers)]
 
-            def run(x_BxSxH, bias_Bx1x1xS):
+            def run(x_BxSxH, mask):
                 hidden = [x_BxSxH]
                 for layer in layers:
-                    hidden.append(layer(hidden[-1], bias_Bx1x1xS, deterministic))
+                    hidden.append(layer(hidden[-1], mask, deterministic))
                 return hidden
 
         # With encoder_chunks > 1, one independent pass per slice of the batch.
-        return over_batch_slices(run, c.encoder_chunks, x_BxSxH, bias_Bx1x1xS)
+        return over_batch_slices(run, c.encoder_chunks, x_BxSxH, mask)
 
 
 def stack_layers(params: dict, num_layers: int | None = None) -> dict:
@@ -588,12 +601,22 @@ class BertModel(nn.Module):
         packed = position_ids is not None
         if packed and c.causal:
             raise ValueError("packed sequences are for bidirectional models; model.causal=True.")
+        if c.attention == "cudnn" and jax.default_backend() != "gpu":
+            raise ValueError(
+                f"attention='cudnn' runs on a GPU (this is {jax.default_backend()!r}); "
+                "attention='dot' computes the same function here."
+            )
         x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic, position_ids)
-        # The einsum attention adds the bias to float32 scores; jax.nn.dot_product_attention
-        # to scores in the compute dtype.
-        bias_dtype = c.compute_dtype if c.attention == "dot" else jnp.float32
-        bias = attention_bias(input_mask, c.causal, bias_dtype, packed)
-        hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype), bias, deterministic)
+        if c.attention != "einsum" and not packed:
+            # The padding as each row's length (it is at the end of the row): no [B, 1, 1, S]
+            # bias to read, and cuDNN's kernel skips the padded keys.
+            mask = jnp.sum(input_mask > 0, axis=1, dtype=jnp.int32)
+        else:
+            # The einsum attention adds the bias to float32 scores; jax.nn.dot_product_attention
+            # to scores in the compute dtype.
+            bias_dtype = jnp.float32 if c.attention == "einsum" else c.compute_dtype
+            mask = attention_bias(input_mask, c.causal, bias_dtype, packed)
+        hidden = self.encoder(x_BxSxH.astype(self.config.compute_dtype), mask, deterministic)
         return {
             "sequence_output": hidden[-1],
             "hidden_states": hidden,

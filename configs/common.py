@@ -51,9 +51,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     # (BERT Table 5, "LTR & No NSP"); the pooler then reads the last token.
     m.causal = False
     # How to compute (speed/memory levers; the results stay the same up to float rounding):
-    # one fused query/key/value matmul; "einsum" or "dot" (jax.nn.dot_product_attention, cuDNN
-    # flash attention on GPUs, no attention dropout); nn.scan over layers (constant compile
-    # time in depth); rematerialisation "none" | "full" | "dots".
+    # one fused query/key/value matmul; "einsum", "dot" (jax.nn.dot_product_attention by XLA)
+    # or "cudnn" (the same by cuDNN's flash attention: GPUs, dtype bfloat16), the last two
+    # without attention dropout; nn.scan over layers (constant compile time in depth);
+    # rematerialisation "none" | "full" | "dots".
     m.fused_qkv = False
     m.attention = "einsum"
     m.scan_layers = False

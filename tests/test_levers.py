@@ -92,6 +92,59 @@ def test_levers_compute_the_same_loss_and_gradients(options, reference):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_dot_attention_of_a_causal_model_equals_einsum():
+    """Causal + padding: 'dot' passes the lengths with is_causal, 'einsum' one [B, 1, S, S] bias."""
+    batch = fake_batch(batch=8)
+    causal = dataclasses.replace(BASE, causal=True)
+    params = _init(causal, batch)
+    loss, grads = _loss_and_grads(causal, params, batch)
+    loss2, grads2 = _loss_and_grads(dataclasses.replace(causal, attention="dot"), params, batch)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-5)
+    for a, b in _leaves(grads2, grads):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["dot", "cudnn"])
+def test_dot_attention_takes_the_padding_as_lengths(attention, monkeypatch):
+    """What reaches jax.nn.dot_product_attention: each row's length, no bias, and the named
+    implementation (cuDNN's is replaced by XLA's here, on a CPU posing as a GPU)."""
+    calls, real = [], jax.nn.dot_product_attention
+
+    def record(q, k, v, bias=None, **kw):
+        calls.append((bias, kw))
+        return real(q, k, v, bias, **{**kw, "implementation": "xla"})
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", record)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    batch = fake_batch(batch=4)
+    config = dataclasses.replace(BASE, attention=attention, dtype="bfloat16")
+    model = BertModel(config)
+    args = [batch[k] for k in INPUTS[:3]]
+    params = model.init(jax.random.PRNGKey(0), *args)["params"]
+    calls.clear()
+    out = model.apply({"params": params}, *args)["sequence_output"]
+    assert len(calls) == BASE.num_hidden_layers
+    for bias, kw in calls:
+        assert bias is None and kw["is_causal"] is False
+        assert kw["implementation"] == ("cudnn" if attention == "cudnn" else "xla")
+        np.testing.assert_array_equal(kw["key_value_seq_lengths"], batch["input_mask"].sum(1))
+    einsum = dataclasses.replace(config, attention="einsum")
+    expected = BertModel(einsum).apply({"params": params}, *args)["sequence_output"]
+    np.testing.assert_allclose(
+        np.asarray(out, np.float32), np.asarray(expected, np.float32), atol=0.05
+    )
+
+
+def test_cudnn_attention_is_refused_where_it_cannot_run():
+    with pytest.raises(ValueError, match="attention='cudnn' .* set dtype='bfloat16'"):
+        dataclasses.replace(BASE, attention="cudnn")
+    config = dataclasses.replace(BASE, attention="cudnn", dtype="bfloat16")
+    batch = fake_batch(batch=2)
+    if jax.default_backend() != "gpu":
+        with pytest.raises(ValueError, match="attention='cudnn' runs on a GPU .* attention='dot'"):
+            BertModel(config).init(jax.random.PRNGKey(0), batch["input_ids"])
+
+
 @pytest.mark.parametrize("rows,chunks", [(8, 1), (8, 2), (8, 3), (32, 4), (2, 4), (1, 3)])
 def test_batch_slices_cover_the_rows_evenly(rows, chunks):
     slices = batch_slices(rows, chunks)

@@ -156,6 +156,7 @@ def _batch(vocab=100, seq=16, n=4):
         ("masked_lm_ids", (3, 0), 250, "another vocabulary"),
         ("segment_ids", (0, 3), 2, "two segments"),
         ("next_sentence_labels", (1, 0), 2, "labels are 0 or 1"),
+        ("input_mask", (1, 4), 0, r"input_mask\[1\] has a 1 at position 5 after a 0 at 4"),
     ],
 )
 def test_bad_batches_are_refused_naming_the_value(field, index, value, message):
@@ -164,6 +165,13 @@ def test_bad_batches_are_refused_naming_the_value(field, index, value, message):
     batch[field][index] = value
     with pytest.raises(ValueError, match=message):
         inputs.check_batch(batch, 100, "training batch of step 3")
+
+
+def test_padding_at_the_end_and_empty_rows_pass_the_batch_check():
+    batch = _batch()
+    batch["input_mask"][1, 9:] = 0
+    batch["input_mask"][2] = 0
+    inputs.check_batch(batch, 100, "ok")
 
 
 def test_unwritable_workdir_and_full_disk_fail_at_start(tmp_path, monkeypatch):
