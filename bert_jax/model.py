@@ -493,7 +493,9 @@ class Encoder(nn.Module):
             )(c, deterministic, name="layers")
 
             def run(x_BxSxH, mask):
-                _, out_LxBxSxH = scanned(x_BxSxH, mask)
+                # A layer returns float32 (its LayerNorm's), so the carry starts as float32 (a
+                # bfloat16 input converts exactly).
+                _, out_LxBxSxH = scanned(x_BxSxH.astype(jnp.float32), mask)
                 return [x_BxSxH, *out_LxBxSxH]
 
         else:

@@ -283,6 +283,21 @@ def test_bfloat16_compute_stays_close(reference):
     np.testing.assert_allclose(loss16, loss, rtol=2e-2)
 
 
+def test_scan_layers_under_bfloat16_equals_the_layer_loop(reference):
+    """The scan's carry is float32 (what a layer returns) even when its input is bfloat16."""
+    batch, params, _ = reference
+    bf16 = dataclasses.replace(BASE, dtype="bfloat16")
+    loss, grads = _loss_and_grads(bf16, params, batch)
+    scanned = dataclasses.replace(bf16, scan_layers=True)
+    loss2, grads2 = _loss_and_grads(scanned, stack_layers(params, BASE.num_hidden_layers), batch)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+    # The gradients agree to bfloat16's rounding (XLA fuses a scan's body differently).
+    flat = [np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)]) for t in
+            (grads, unstack_layers(grads2))]  # fmt: skip
+    assert flat[0] @ flat[1] / np.linalg.norm(flat[0]) / np.linalg.norm(flat[1]) > 0.9999
+    np.testing.assert_allclose(flat[1], flat[0], atol=2e-3)
+
+
 def test_bfloat16_dot_attention_is_finite_on_an_all_padding_row(reference):
     batch, params, _ = reference
     mask = np.array(batch["input_mask"])
