@@ -133,6 +133,21 @@ def matmul_peak(dtype: str) -> float:
     return 2 * n**3 / min(times)
 
 
+def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and its vector and matrix extensions that decide the step's speed
+    (a fast bf16 step needs AMX or AVX512-BF16): "" where `cpuinfo` is absent."""
+    try:
+        info = pathlib.Path(cpuinfo).read_text()
+    except OSError:
+        return ""
+    first = info.split("\n\n")[0]  # the first processor's entry
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in
+              first.splitlines() if ":" in line)}  # fmt: skip
+    flags, name = fields.get("flags", "").split(), fields.get("model name", "")
+    kept = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(kept)})" if kept else name
+
+
 class Stepper:
     """A jitted step (its state donated) compiled and run once on a list of batches; `times(n)`
     runs n more steps and returns their seconds, `measure(n)` their summary."""
@@ -391,7 +406,8 @@ def hf_step(config, batches: list[dict], head: str = "pretraining", labels: int 
 TABLE_BEGIN, TABLE_END = "<!-- benchmark table: begin -->", "<!-- benchmark table: end -->"
 COLUMNS = (
     ("size", "size"), ("seq", "seq"), ("batch", "batch"), ("dtype", "dtype"),
-    ("options", "options"), ("device", "device"), ("ours_seqs_per_s", "ours seq/s"),
+    ("options", "options"), ("device", "device"), ("host_cpu", "host CPU"),
+    ("ours_seqs_per_s", "ours seq/s"),
     ("hf_seqs_per_s", "HF Flax seq/s"), ("speedup_vs_hf", "ours / HF"),
     ("ours_mfu", "ours MFU"), ("hf_mfu", "HF MFU"), ("peak_tflops", "peak TFLOP/s"),
     ("ours_mfu_float32_peak", "ours MFU vs f32 peak"),
@@ -507,6 +523,7 @@ def main(argv: list[str]) -> None:
         **({"compiler_options": options} if options else {}),
         "keep_freed_memory": kept, "backend": backend,
         "device": str(jax.devices()[0].device_kind),
+        **({"host_cpu": host_cpu()} if cpu else {}),
         "peak_tflops": round(peak / 1e12, 3), "peak_dtype": peak_dtype,
         "ours_seqs_per_s": round(FLAGS.batch / ours["step_s"], 2),
         "ours_tokens_per_s": round(FLAGS.batch * FLAGS.seq / ours["step_s"]),

@@ -114,6 +114,16 @@ def test_table_rows_and_markers(tmp_path):
     assert "scan_layers=True" in lines[3] and "| 3.5 | - | - |" in lines[3]
 
 
+def test_host_cpu_names_the_model_and_the_extensions_that_matter(tmp_path):
+    entry = "processor\t: {}\nmodel name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: fpu avx2 {}\n"
+    info = tmp_path / "cpuinfo"
+    info.write_text(entry.format(0, "avx512f amx_bf16 amx_tile") + "\n" + entry.format(1, ""))
+    assert benchmark.host_cpu(str(info)) == "Intel(R) Xeon(R) Platinum (avx2, avx512f, amx_bf16)"
+    info.write_text(entry.format(0, "fma"))
+    assert benchmark.host_cpu(str(info)) == "Intel(R) Xeon(R) Platinum (avx2)"
+    assert benchmark.host_cpu(str(tmp_path / "absent")) == ""
+
+
 def test_runs_end_to_end(tmp_path):
     out, doc = tmp_path / "r.jsonl", tmp_path / "b.md"
     cmd = [sys.executable, str(EXPERIMENTS / "benchmark.py"), "--size=tiny", "--seq=32",
