@@ -21,7 +21,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null
+# Versions, devices, and this repo's modules imported: an incompatibility shows in seconds.
 python3 -c "import jax, flax, optax, orbax.checkpoint as o, ml_collections
+from bert_jax import train, finetune
 print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__,
       'orbax', o.__version__, jax.devices())" || exit 1
 attention=$(python3 -c "import jax; print('cudnn' if jax.default_backend() == 'gpu' else 'dot')")
