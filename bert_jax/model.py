@@ -61,7 +61,7 @@ class BertConfig:
     # computed by XLA, any device) or "cudnn" (the same function through cuDNN's fused flash
     # attention: a GPU and dtype="bfloat16"). "dot" and "cudnn" need attention_probs_dropout_prob=0
     # and take the padding as each row's length (BERT pads at the end: input_mask is 1s then 0s,
-    # which the training loop checks); packed rows pass their block-diagonal bias instead;
+    # which the pre-training loop checks); packed rows pass their block-diagonal bias instead;
     attention: str = "einsum"
     # nn.scan over the layers: one compiled layer whatever the depth (parameters stacked under
     # encoder/layers, see stack_layers / unstack_layers);
@@ -183,7 +183,8 @@ def batch_slices(rows: int, chunks: int) -> list[slice]:
 def over_batch_slices(fn, chunks: int, *arrays: Array):
     """fn(*arrays) computed on `chunks` slices of the batch (the leading axis) one by one, the
     outputs (an array or a list of arrays) concatenated; with chunks=1 simply fn(*arrays). An
-    array whose leading axis is 1 (an attention bias shared by the batch) goes whole to each."""
+    array whose leading axis is 1 (an attention bias shared by the batch) goes whole to each;
+    the others (a per-row bias or lengths [B]) are sliced with the batch."""
     rows = arrays[0].shape[0]
     parts = [
         fn(*(a if a.shape[0] == 1 else a[r] for a in arrays)) for r in batch_slices(rows, chunks)
@@ -493,8 +494,6 @@ class Encoder(nn.Module):
             )(c, deterministic, name="layers")
 
             def run(x_BxSxH, mask):
-                # A layer returns float32 (its LayerNorm's), so the carry starts as float32 (a
-                # bfloat16 input converts exactly).
                 _, out_LxBxSxH = scanned(x_BxSxH.astype(jnp.float32), mask)
                 return [x_BxSxH, *out_LxBxSxH]
 
@@ -503,9 +502,15 @@ class Encoder(nn.Module):
 
             def run(x_BxSxH, mask):
                 hidden = [x_BxSxH]
+                x_BxSxH = x_BxSxH.astype(jnp.float32)
                 for layer in layers:
-                    hidden.append(layer(hidden[-1], mask, deterministic))
+                    x_BxSxH = layer(x_BxSxH, mask, deterministic)
+                    hidden.append(x_BxSxH)
                 return hidden
+
+        # Every layer takes and returns float32 (its LayerNorm's output; a bfloat16 embedding
+        # output converts exactly), so its residual adds are float32 and a scan's carry keeps
+        # one type.
 
         # With encoder_chunks > 1, one independent pass per slice of the batch.
         return over_batch_slices(run, c.encoder_chunks, x_BxSxH, mask)
@@ -613,6 +618,11 @@ class BertModel(nn.Module):
             # The padding as each row's length (it is at the end of the row): no [B, 1, 1, S]
             # bias to read, and cuDNN's kernel skips the padded keys.
             mask = jnp.sum(input_mask > 0, axis=1, dtype=jnp.int32)
+            if c.attention == "cudnn":
+                # A row with no tokens (a filler row of an evaluation batch) attends to its first
+                # position instead: XLA's softmax over no keys is finite, cuDNN's is not
+                # guaranteed to be, and a NaN there would reach weighted sums as NaN x 0.
+                mask = jnp.maximum(mask, 1)
         else:
             # The einsum attention adds the bias to float32 scores; jax.nn.dot_product_attention
             # to scores in the compute dtype.

@@ -16,6 +16,7 @@ EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import benchmark  # noqa: E402
 import compare_curves  # noqa: E402
+import gpu_check  # noqa: E402
 import scaling  # noqa: E402
 
 from bert_jax import losses  # noqa: E402
@@ -122,6 +123,38 @@ def test_host_cpu_names_the_model_and_the_extensions_that_matter(tmp_path):
     info.write_text(entry.format(0, "fma"))
     assert benchmark.host_cpu(str(info)) == "Intel(R) Xeon(R) Platinum (avx2)"
     assert benchmark.host_cpu(str(tmp_path / "absent")) == ""
+
+
+@pytest.mark.parametrize("cudnn_works", [True, False])
+def test_gpu_check_takes_cudnn_only_when_it_agrees_with_xla(cudnn_works, monkeypatch):
+    """On a CPU posing as a GPU, 'cudnn' computed by XLA agrees with 'dot'; a cuDNN failure
+    (or off a GPU) gives 'dot'."""
+    import jax  # noqa: PLC0415
+
+    real = jax.nn.dot_product_attention
+
+    def attention(*args, implementation=None, **kw):
+        if implementation == "cudnn" and not cudnn_works:
+            raise RuntimeError("no cuDNN here")
+        return real(*args, implementation="xla", **kw)
+
+    assert gpu_check.choose_attention() == "dot"  # (this is a CPU)
+    monkeypatch.setattr(jax.nn, "dot_product_attention", attention)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert gpu_check.choose_attention() == ("cudnn" if cudnn_works else "dot")
+
+
+def test_gpu_check_summary_adds_the_nominal_mfu(tmp_path):
+    row = {"size": "base", "seq": 128, "batch": 256, "dtype": "bfloat16", "options": {},
+           "device": "NVIDIA H100 80GB HBM3", "ours_seqs_per_s": 4000.0, "ours_mfu": 0.5,
+           "ours_model_gflop_per_step": 256 * 70.0}  # fmt: skip
+    pcie = {**row, "device": "NVIDIA H100 PCIe"}
+    (tmp_path / "gpu.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(pcie) + "\n")
+    gpu_check.summary(str(tmp_path))
+    text = (tmp_path / "gpu.md").read_text()
+    # 70 GFLOP per sequence x 4000 seq/s = 280 TFLOP/s = 0.283 of 989.4; none for the PCIe card.
+    assert "0.283 of the nominal" in text and "- of the nominal" in text
+    assert text.count("| base | 128 | 256 |") == 2
 
 
 def test_runs_end_to_end(tmp_path):

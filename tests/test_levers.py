@@ -117,6 +117,7 @@ def test_dot_attention_takes_the_padding_as_lengths(attention, monkeypatch):
     monkeypatch.setattr(jax.nn, "dot_product_attention", record)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     batch = fake_batch(batch=4)
+    batch["input_mask"][0] = 0  # a filler row: cuDNN gets length 1 (its softmax needs a key)
     config = dataclasses.replace(BASE, attention=attention, dtype="bfloat16")
     model = BertModel(config)
     args = [batch[k] for k in INPUTS[:3]]
@@ -127,11 +128,14 @@ def test_dot_attention_takes_the_padding_as_lengths(attention, monkeypatch):
     for bias, kw in calls:
         assert bias is None and kw["is_causal"] is False
         assert kw["implementation"] == ("cudnn" if attention == "cudnn" else "xla")
-        np.testing.assert_array_equal(kw["key_value_seq_lengths"], batch["input_mask"].sum(1))
+        lengths = batch["input_mask"].sum(1)
+        lengths[0] = 1 if attention == "cudnn" else 0
+        np.testing.assert_array_equal(kw["key_value_seq_lengths"], lengths)
+    assert np.isfinite(np.asarray(out, np.float32)).all()
     einsum = dataclasses.replace(config, attention="einsum")
     expected = BertModel(einsum).apply({"params": params}, *args)["sequence_output"]
     np.testing.assert_allclose(
-        np.asarray(out, np.float32), np.asarray(expected, np.float32), atol=0.05
+        np.asarray(out[1:], np.float32), np.asarray(expected[1:], np.float32), atol=0.05
     )
 
 
@@ -291,11 +295,8 @@ def test_scan_layers_under_bfloat16_equals_the_layer_loop(reference):
     scanned = dataclasses.replace(bf16, scan_layers=True)
     loss2, grads2 = _loss_and_grads(scanned, stack_layers(params, BASE.num_hidden_layers), batch)
     np.testing.assert_allclose(loss2, loss, rtol=1e-6)
-    # The gradients agree to bfloat16's rounding (XLA fuses a scan's body differently).
-    flat = [np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)]) for t in
-            (grads, unstack_layers(grads2))]  # fmt: skip
-    assert flat[0] @ flat[1] / np.linalg.norm(flat[0]) / np.linalg.norm(flat[1]) > 0.9999
-    np.testing.assert_allclose(flat[1], flat[0], atol=2e-3)
+    for a, b in _leaves(unstack_layers(grads2), grads):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_bfloat16_dot_attention_is_finite_on_an_all_padding_row(reference):
