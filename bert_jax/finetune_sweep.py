@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import finetune, parallel
+from bert_jax.model import check_attention_backend
 
 
 def points(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:
@@ -55,7 +56,9 @@ def run(
     """Every point x seed, then the summary. A single point and seed runs in `workdir` itself."""
     grid = points(config)
     seeds = tuple(config.sweep.seeds) or (config.train.seed,)
-    parallel.compiler_options(config.train.get("compiler_options", ""))  # before reading data
+    # Before reading data:
+    parallel.compiler_options(config.train.get("compiler_options", ""))
+    check_attention_backend(config.model.get("attention", "einsum"))
     ready = finetune.setup(config, log)
     single = len(grid) == 1 and len(seeds) == 1
     runs: dict[str, dict[int, dict]] = {}

@@ -547,6 +547,16 @@ def unstack_layers(params: dict) -> dict:
     return {k: unstack_layers(v) if isinstance(v, dict) else v for k, v in params.items()}
 
 
+def check_attention_backend(attention: str) -> None:
+    """attention='cudnn' runs on a GPU only (the training loops check their config with this
+    before they write or read anything; the model checks again when traced)."""
+    if attention == "cudnn" and jax.default_backend() != "gpu":
+        raise ValueError(
+            f"attention='cudnn' runs on a GPU (this is {jax.default_backend()!r}); "
+            "attention='dot' computes the same function here."
+        )
+
+
 def attention_bias(
     input_mask_BxS: Array, causal: bool = False, dtype=jnp.float32, packed: bool = False
 ) -> Array:
@@ -608,11 +618,7 @@ class BertModel(nn.Module):
         packed = position_ids is not None
         if packed and c.causal:
             raise ValueError("packed sequences are for bidirectional models; model.causal=True.")
-        if c.attention == "cudnn" and jax.default_backend() != "gpu":
-            raise ValueError(
-                f"attention='cudnn' runs on a GPU (this is {jax.default_backend()!r}); "
-                "attention='dot' computes the same function here."
-            )
+        check_attention_backend(c.attention)
         x_BxSxH = self.embeddings(input_ids, segment_ids, deterministic, position_ids)
         if c.attention != "einsum" and not packed:
             # The padding as each row's length (it is at the end of the row): no [B, 1, 1, S]

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from bert_jax import checkpoints, inputs, losses, optim, parallel
 from bert_jax.data import packing
 from bert_jax.heads import BertForPreTraining
-from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig
+from bert_jax.model import IMPLEMENTATION_FIELDS, BertConfig, check_attention_backend
 from bert_jax.writers import MetricWriter
 
 State = dict[str, Any]
@@ -256,6 +256,7 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
     # size may still be 0 here (read from the vocab file later).
     fields = {k: v for k, v in config.model.items() if k != "size"}
     BertConfig.from_dict({**fields, "vocab_size": fields["vocab_size"] or 1})
+    check_attention_backend(config.model.attention)
 
 
 def evaluate(

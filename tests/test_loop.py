@@ -218,6 +218,14 @@ def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
         ),  # fmt: skip
         ({"train.batch_size": 9}, "batch_size=9 is not divisible by the 8 devices"),
         ({"data.pack_sequences": 3, "model.causal": True}, "pack_sequences=3 packs"),
+        (
+            {
+                "model.attention": "cudnn",
+                "model.dtype": "bfloat16",
+                "model.attention_probs_dropout_prob": 0.0,
+            },
+            "attention='cudnn' runs on a GPU",
+        ),  # fmt: skip
     ],
 )
 def test_config_errors_name_the_field(data_dir, overrides, message):
