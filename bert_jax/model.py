@@ -493,24 +493,25 @@ class Encoder(nn.Module):
                 length=c.num_hidden_layers,
             )(c, deterministic, name="layers")
 
-            def run(x_BxSxH, mask):
-                _, out_LxBxSxH = scanned(x_BxSxH.astype(jnp.float32), mask)
-                return [x_BxSxH, *out_LxBxSxH]
+            def layers_out(x_BxSxH, mask):
+                _, out_LxBxSxH = scanned(x_BxSxH, mask)
+                return list(out_LxBxSxH)
 
         else:
             layers = [_layer_class(c)(c, name=f"layer_{i}") for i in range(c.num_hidden_layers)]
 
-            def run(x_BxSxH, mask):
-                hidden = [x_BxSxH]
-                x_BxSxH = x_BxSxH.astype(jnp.float32)
+            def layers_out(x_BxSxH, mask):
+                out = []
                 for layer in layers:
                     x_BxSxH = layer(x_BxSxH, mask, deterministic)
-                    hidden.append(x_BxSxH)
-                return hidden
+                    out.append(x_BxSxH)
+                return out
 
-        # Every layer takes and returns float32 (its LayerNorm's output; a bfloat16 embedding
-        # output converts exactly), so its residual adds are float32 and a scan's carry keeps
-        # one type.
+        def run(x_BxSxH, mask):
+            # Every layer takes and returns float32 (its LayerNorm's output; a bfloat16 embedding
+            # output converts exactly), so its residual adds are float32 and a scan's carry
+            # keeps one type. hidden_states[0] stays the embedding output as given.
+            return [x_BxSxH, *layers_out(x_BxSxH.astype(jnp.float32), mask)]
 
         # With encoder_chunks > 1, one independent pass per slice of the batch.
         return over_batch_slices(run, c.encoder_chunks, x_BxSxH, mask)

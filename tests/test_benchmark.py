@@ -129,18 +129,10 @@ def test_host_cpu_names_the_model_and_the_extensions_that_matter(tmp_path):
 def test_gpu_check_takes_cudnn_only_when_it_agrees_with_xla(cudnn_works, monkeypatch):
     """On a CPU posing as a GPU, 'cudnn' computed by XLA agrees with 'dot'; a cuDNN failure
     (or off a GPU) gives 'dot'."""
-    import jax  # noqa: PLC0415
-
-    real = jax.nn.dot_product_attention
-
-    def attention(*args, implementation=None, **kw):
-        if implementation == "cudnn" and not cudnn_works:
-            raise RuntimeError("no cuDNN here")
-        return real(*args, implementation="xla", **kw)
+    from tests.test_levers import pose_as_gpu  # noqa: PLC0415
 
     assert gpu_check.choose_attention() == "dot"  # (this is a CPU)
-    monkeypatch.setattr(jax.nn, "dot_product_attention", attention)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    pose_as_gpu(monkeypatch, cudnn_works)
     assert gpu_check.choose_attention() == ("cudnn" if cudnn_works else "dot")
 
 

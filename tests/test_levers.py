@@ -104,18 +104,28 @@ def test_dot_attention_of_a_causal_model_equals_einsum():
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def pose_as_gpu(monkeypatch, cudnn_works: bool = True) -> list:
+    """This CPU posing as a GPU: jax.default_backend() says "gpu", and jax.nn.dot_product_attention
+    computes cuDNN's implementation with XLA's (or raises, without `cudnn_works`). Returns the list
+    where each call's (bias, keyword arguments) is recorded."""
+    calls, real = [], jax.nn.dot_product_attention
+
+    def attention(q, k, v, bias=None, **kw):
+        calls.append((bias, kw))
+        if kw.get("implementation") == "cudnn" and not cudnn_works:
+            raise RuntimeError("no cuDNN here")
+        return real(q, k, v, bias, **{**kw, "implementation": "xla"})
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", attention)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    return calls
+
+
 @pytest.mark.parametrize("attention", ["dot", "cudnn"])
 def test_dot_attention_takes_the_padding_as_lengths(attention, monkeypatch):
     """What reaches jax.nn.dot_product_attention: each row's length, no bias, and the named
     implementation (cuDNN's is replaced by XLA's here, on a CPU posing as a GPU)."""
-    calls, real = [], jax.nn.dot_product_attention
-
-    def record(q, k, v, bias=None, **kw):
-        calls.append((bias, kw))
-        return real(q, k, v, bias, **{**kw, "implementation": "xla"})
-
-    monkeypatch.setattr(jax.nn, "dot_product_attention", record)
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    calls = pose_as_gpu(monkeypatch)
     batch = fake_batch(batch=4)
     batch["input_mask"][0] = 0  # a filler row: cuDNN gets length 1 (its softmax needs a key)
     config = dataclasses.replace(BASE, attention=attention, dtype="bfloat16")
