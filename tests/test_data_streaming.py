@@ -106,6 +106,67 @@ def test_interrupted_prepare_keeps_finished_shards_and_resumes(enwiki_text, smal
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
 
+def test_a_process_waiting_for_prepare_finds_the_output_whole(
+    enwiki_text, small_vocab, tmp_path, monkeypatch
+):
+    """Two prepare() runs on one output_dir (a sweep's jobs): the second waits for the first's
+    lock and then finds the output built, even when the first is slow to rename it into place
+    (the lock used to be released before the rename; the waiter then wrote into the directory
+    being renamed)."""
+    import threading
+    import time
+
+    text = corpus.write_text(corpus.read_text(enwiki_text)[:8], tmp_path / "c.txt")
+    kwargs = dict(vocab_file=small_vocab, max_seq_length=64, max_predictions_per_seq=10,
+                  dupe_factor=1, num_train_files=2, num_workers=1)  # fmt: skip
+    building, real_build, real_replace = threading.Event(), prepare._build, os.replace
+
+    def slow_build(*args, **kw):
+        building.set()
+        time.sleep(0.5)  # the second run starts and waits meanwhile
+        return real_build(*args, **kw)
+
+    def slow_replace(src, dst):
+        time.sleep(1.0)  # the gap between the build and the rename, widened
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(prepare, "_build", slow_build)
+    monkeypatch.setattr(prepare.os, "replace", slow_replace)
+    results = {}
+
+    def run(name):
+        try:
+            results[name] = prepare.prepare(str(text), tmp_path / "out", **kwargs)
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            results[name] = e
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert building.wait(60)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert results["first"] == results["second"], results  # the second found the first's output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["stats.json", "vocab.txt", "eval.tfrecord", *results["first"]["train_files"]]
+    )
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_chunk_chars_changes_the_data_and_is_recorded(enwiki_text, small_vocab, tmp_path):
+    text = corpus.write_text(corpus.read_text(enwiki_text)[:12], tmp_path / "c.txt")
+    kwargs = dict(vocab_file=small_vocab, max_seq_length=64, max_predictions_per_seq=10,
+                  dupe_factor=1, num_train_files=1, num_workers=1)  # fmt: skip
+    default = prepare.prepare(str(text), tmp_path / "default", **kwargs)
+    small = prepare.prepare(str(text), tmp_path / "small", chunk_chars=2_000, **kwargs)
+    assert "chunk_chars" not in default["args"] and small["args"]["chunk_chars"] == 2_000
+    name = default["train_files"][0]
+    assert (tmp_path / "default" / name).read_bytes() != (tmp_path / "small" / name).read_bytes()
+    with pytest.raises(ValueError, match="chunk_chars"):  # not "already prepared"
+        prepare.prepare(str(text), tmp_path / "small", **kwargs)
+
+
 def test_small_chunks_and_dynamic_masking_records(enwiki_text, small_vocab, tmp_path):
     text = corpus.write_text(corpus.read_text(enwiki_text)[:30], tmp_path / "c.txt")
     stats = prepare.prepare(

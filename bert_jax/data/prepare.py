@@ -39,9 +39,9 @@ def _file_sha256(path: str) -> str:
 
 
 @contextlib.contextmanager
-def _lock(path: pathlib.Path):
-    """Keeps two prepare() runs from building the same output at once: the second one waits
-    (e.g. the jobs of a sweep sharing one data directory). No-op without fcntl."""
+def _lock(path: pathlib.Path, what: pathlib.Path):
+    """Keeps two prepare() runs from building the same output `what` at once: the second one
+    waits (e.g. the jobs of a sweep sharing one data directory). No-op without fcntl."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -51,7 +51,7 @@ def _lock(path: pathlib.Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"Another process is preparing {path.parent}; waiting for it.")
+            print(f"Another process is preparing {what}; waiting for it.")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
@@ -82,8 +82,13 @@ def prepare(
 
     `dynamic_masking` writes unmasked records (no masked_lm_* features; a `word_starts` feature
     with whole-word masking) for `pipeline.pretraining_dataset(dynamic_masking=...)`.
-    `num_workers` (0: one per core) and `chunk_chars` (memory per worker) do not change the
-    output; the seed and num_train_files (the shards) do.
+    `num_workers` (0: one per core) does not change the output; the seed, num_train_files (the
+    shards) and `chunk_chars` do: the documents are shuffled, and a random next sentence is
+    drawn, within chunks of that many characters (memory per worker). A non-default
+    `chunk_chars` is recorded with the other arguments.
+
+    Processes that share `output_dir` (the jobs of a sweep) build it once: the others wait for
+    the first (a lock file `.<name>.lock` beside it) and then find it built.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction={eval_fraction} must be in [0, 1).")
@@ -114,7 +119,20 @@ def prepare(
         "next_sentence": next_sentence,
         "dynamic_masking": dynamic_masking,
     }
+    if chunk_chars != streaming.DEFAULT_CHUNK_CHARS:  # (absent at the default: older data matches)
+        args["chunk_chars"] = chunk_chars
     out = pathlib.Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The lock lives beside the output, never inside what is built and renamed: a process that
+    # waited for it finds the output complete or not begun, never half-way through the rename.
+    with _lock(out.parent / f".{out.name}.lock", out):
+        return _prepare_locked(
+            corpus, out, args, recipe, mask_cfg, vocab_file=vocab_file,
+            num_workers=num_workers, chunk_chars=chunk_chars,
+        )  # fmt: skip
+
+
+def _prepare_locked(corpus, out, args, recipe, mask_cfg, *, vocab_file, num_workers, chunk_chars):
     stats_file = out / "stats.json"
     if stats_file.exists():
         return _existing(stats_file, args)
@@ -123,27 +141,23 @@ def prepare(
             f"{out} is not empty and has no stats.json, so it is not data made by prepare(); "
             "choose an empty or new output_dir."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial"
     if work.exists():
         found = work / "args.json"
         if not found.exists() or json.loads(found.read_text()) != args:
             shutil.rmtree(work)  # left by a run with other arguments: nothing to reuse
     work.mkdir(exist_ok=True)
-    with _lock(work / "lock"):
-        if stats_file.exists():  # another process built it while this one waited
-            return _existing(stats_file, args)
-        (work / "args.json").write_text(json.dumps(args))
-        stats = _build(
-            corpus, work, args, recipe, mask_cfg, vocab_file=vocab_file,
-            num_workers=num_workers, chunk_chars=chunk_chars,
-        )  # fmt: skip
-        for name in ("args.json", "lock", "corpus.txt", "corpus.txt.counts.json"):
-            (work / name).unlink(missing_ok=True)
-        for done in work.glob("*.done.json"):
-            done.unlink()
-        # stats.json is written last: its presence marks a complete output.
-        (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    (work / "args.json").write_text(json.dumps(args))
+    stats = _build(
+        corpus, work, args, recipe, mask_cfg, vocab_file=vocab_file,
+        num_workers=num_workers, chunk_chars=chunk_chars,
+    )  # fmt: skip
+    for name in ("args.json", "lock", "corpus.txt", "corpus.txt.counts.json"):  # (lock: older runs)
+        (work / name).unlink(missing_ok=True)
+    for done in work.glob("*.done.json"):
+        done.unlink()
+    # stats.json is written last: its presence marks a complete output.
+    (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     if out.exists():
         out.rmdir()  # empty (checked above)
     os.replace(work, out)
