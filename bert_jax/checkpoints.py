@@ -10,6 +10,12 @@ with the arrays). Restoring checks, newest step first:
 A step that fails the second check is moved to `<dir>_corrupt/` (kept for inspection), said
 so, and the next older step is tried. A resumed run therefore continues bit for bit from the
 newest good step, or starts afresh (loudly) when none is good; never from a wrong one.
+
+What is set aside must be the step's fault, not the machine's. Errors of the machine (out of
+memory on the device, a storage service unavailable, a permission) are raised at once. A step
+whose arrays fail to read for another reason is set aside only once an older step has read
+and verified: when no step reads, the error is raised with every checkpoint left in place. On
+several hosts the hosts agree on each step (the worst outcome on any host decides).
 """
 
 from __future__ import annotations
@@ -33,8 +39,29 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint in the workdir is of another model (tree, shape or dtype)."""
 
 
+class CheckpointReadError(RuntimeError):
+    """No checkpoint in the workdir could be read, for a reason that may not be the files'."""
+
+
 # Errors of the machine, not of the checkpoint: raised, never a reason to set a step aside.
-_NOT_CORRUPTION = (PermissionError, TimeoutError, ConnectionError, MemoryError)
+_NOT_CORRUPTION = (
+    PermissionError, TimeoutError, ConnectionError, MemoryError, jax.errors.JaxRuntimeError,
+)  # fmt: skip
+# ... and the status codes with which TensorStore (under Orbax) and XLA report them.
+_MACHINE_STATUS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "PERMISSION_DENIED",
+                   "UNAUTHENTICATED", "CANCELLED", "Out of memory", "out of memory")  # fmt: skip
+
+# Outcomes of reading one step, ordered: on several hosts the largest one decides.
+_GOOD, _UNREADABLE, _CORRUPT = 0, 1, 2
+
+
+def is_machine_error(e: BaseException) -> bool:
+    """Whether `e` (or an exception it was raised from) is the machine's, not the files'."""
+    while e is not None:
+        if isinstance(e, _NOT_CORRUPTION) or any(c in str(e) for c in _MACHINE_STATUS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def is_remote(path: str) -> bool:
@@ -84,15 +111,33 @@ class Checkpointer:
     def restore(self, abstract_state, step: int | None = None):
         """The state of the newest good step (or exactly `step`), or None when there is none.
 
-        Raises CheckpointMismatchError if the checkpoints are of another model."""
+        Raises CheckpointMismatchError if the checkpoints are of another model, the error
+        itself if it is the machine's (`is_machine_error`), and CheckpointReadError if no step
+        can be read (nothing is moved then)."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         if step is not None:
             steps = [step]
+        unreadable = []  # steps whose arrays failed to read, set aside once an older one reads
         for s in steps:
-            state, problem = self._try_restore(s, abstract_state)
-            if problem is None:
+            state, problem, outcome = self._try_restore(s, abstract_state)
+            outcome = _agree(outcome)
+            if outcome == _GOOD:
+                for bad, why in unreadable:
+                    self._quarantine(bad, why)
                 return state
-            self._quarantine(s, problem)
+            problem = problem or "another host could not read it"
+            if outcome == _CORRUPT:
+                self._quarantine(s, problem)
+            else:
+                unreadable.append((s, problem))
+        if unreadable:
+            listed = "; ".join(f"step {s}: {why}" for s, why in unreadable)
+            raise CheckpointReadError(
+                f"no checkpoint in {self.directory} could be read ({listed}). Nothing was moved. "
+                "If these files are damaged, move them away and the run starts afresh (or from "
+                "an older copy you put back); if the cause is the machine (memory, storage, "
+                "permissions), fix it and rerun."
+            )
         if steps and step is None:
             self.log(
                 f"WARNING: no good checkpoint left in {self.directory} (the bad ones are in "
@@ -101,32 +146,38 @@ class Checkpointer:
         return None
 
     def _try_restore(self, step: int, abstract_state):
-        """(state, None) if step restores and verifies, else (None, what is wrong)."""
+        """(state, None, _GOOD) if step restores and verifies, else (None, what is wrong,
+        _CORRUPT or _UNREADABLE); raises the errors of the machine."""
         try:
             saved = self.manager.item_metadata(step).tree
-        except _NOT_CORRUPTION:
-            raise
         except Exception as e:  # noqa: BLE001 (any unreadable metadata: a broken step)
-            return None, f"its metadata cannot be read ({type(e).__name__}: {e})"
+            if is_machine_error(e):
+                raise
+            return None, f"its metadata cannot be read ({type(e).__name__}: {e})", _CORRUPT
         check_same_tree(saved, abstract_state, f"{self.directory}/{step}")
         try:
             state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        except _NOT_CORRUPTION:
-            raise
         except Exception as e:  # noqa: BLE001 (truncated or missing files)
-            return None, f"its arrays cannot be read ({type(e).__name__}: {str(e)[:200]})"
+            if is_machine_error(e):
+                raise
+            problem = f"its arrays cannot be read ({type(e).__name__}: {_error_text(e)})"
+            return None, problem, _UNREADABLE
         expected = (self.manager.metadata(step).custom_metadata or {}).get("fingerprint")
         if expected is None:
             self.log(f"checkpoint {step}: saved without a fingerprint, restored unverified")
-            return state, None
+            return state, None, _GOOD
         got = fingerprint(state)
         if set(got) != set(expected):  # another tree layout (a code change), not corruption
             self.log(f"checkpoint {step}: its fingerprint names other arrays; restored unverified")
-            return state, None
+            return state, None, _GOOD
         bad = sorted(k for k in expected if got[k] != expected[k])
         if bad:
-            return None, f"its arrays differ from what was saved (fingerprint of {bad[:5]})"
-        return state, None
+            return (
+                None,
+                f"its arrays differ from what was saved (fingerprint of {bad[:5]})",
+                _CORRUPT,
+            )
+        return state, None, _GOOD
 
     def _quarantine(self, step: int, problem: str) -> None:
         target = f"{self.directory}_corrupt/{step}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -136,7 +187,7 @@ class Checkpointer:
             dest = epath.Path(target)
             dest.parent.mkdir(parents=True, exist_ok=True)
             (epath.Path(self.directory) / str(step)).rename(dest)
-        if jax.process_count() > 1:
+        if _hosts() > 1:
             from jax.experimental import multihost_utils  # noqa: PLC0415
 
             multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
@@ -146,6 +197,36 @@ class Checkpointer:
         """Waits for pending async saves to be committed, then releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _error_text(e: BaseException) -> str:
+    """The first and the innermost message of an error chain (Orbax wraps TensorStore's
+    status, e.g. OUT_OF_RANGE for a truncated file, in a generic first line)."""
+    inner = e
+    while inner.__cause__ or inner.__context__:
+        inner = inner.__cause__ or inner.__context__
+    text = str(e).splitlines()[0][:160] if str(e) else ""
+    if inner is not e:
+        text += (
+            f" <- {type(inner).__name__}: {str(inner).splitlines()[0][:200] if str(inner) else ''}"
+        )
+    return text
+
+
+def _hosts() -> int:
+    """jax.process_count(), the one place this module asks (tests pose as several hosts)."""
+    return jax.process_count()
+
+
+def _agree(outcome: int) -> int:
+    """The worst outcome of reading a step on any host (all hosts then act alike: restore,
+    set aside, or go on to an older step)."""
+    if _hosts() == 1:
+        return outcome
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    every = multihost_utils.process_allgather(np.int32(outcome))
+    return int(np.max(every))
 
 
 def check_writable(workdir: str) -> None:

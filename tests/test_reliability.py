@@ -86,6 +86,62 @@ def test_no_good_checkpoint_starts_afresh_loudly_and_mismatch_is_an_error(tmp_pa
         _restore(tmp_path / "ckpt", cast)  # Orbax alone would cast silently
 
 
+def test_a_machine_error_on_restore_is_raised_and_moves_nothing(tmp_path):
+    """Out of memory on the device while restoring is not a corrupt checkpoint: raised, with
+    every step left where it is (it used to set each step aside and start from step 0)."""
+    directory, _ = _saved(tmp_path)
+    ckpt = checkpoints.Checkpointer(str(directory), save_every=5, keep=10, log=print)
+
+    def out_of_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1.2 GiB")
+
+    ckpt.manager.restore = out_of_memory
+    with pytest.raises(jax.errors.JaxRuntimeError, match="RESOURCE_EXHAUSTED"):
+        ckpt.restore(checkpoints.abstract_like(_state()))
+    ckpt.close()
+    assert sorted(os.listdir(directory)) == ["10", "15", "5"]
+    assert not (tmp_path / "ckpt_corrupt").exists()
+    wrapped = ValueError("Encountered error while reading array")
+    wrapped.__cause__ = ValueError("UNAVAILABLE: gs://bucket/ckpt/15: connection reset")
+    assert checkpoints.is_machine_error(wrapped)  # a storage outage, under Orbax's wrapper
+    assert not checkpoints.is_machine_error(ValueError("OUT_OF_RANGE: Requested byte range"))
+
+
+def test_when_no_step_reads_nothing_is_moved_and_the_error_says_what_to_do(tmp_path):
+    """A read failure is set aside only once an older step has read (then it is the step's
+    fault); when none reads, it may be the machine's: the error, with everything in place."""
+    directory, _ = _saved(tmp_path, steps=(5,))
+    fault_injection.corrupt(directory, "truncated file")
+    with pytest.raises(checkpoints.CheckpointReadError, match=r"step 5: its arrays cannot be"):
+        _restore(directory)
+    assert os.listdir(directory) == ["5"] and not (tmp_path / "ckpt_corrupt").exists()
+    os.rename(directory / "5", tmp_path / "moved_away")  # what the message tells the user
+    state, messages = _restore(directory)
+    assert state is None and not any("corrupt" in m for m in messages)
+
+
+def test_hosts_agree_to_set_aside_a_step_another_host_could_not_read(tmp_path, monkeypatch):
+    """On several hosts, a step that reads here but not on another host is set aside by all of
+    them, and all restore the same older step."""
+    from jax.experimental import multihost_utils
+
+    directory, _ = _saved(tmp_path)
+    gathered, barriers = [], []
+
+    def allgather(outcome):  # the other host fails on step 15 (its fingerprint differs)
+        gathered.append(int(outcome))
+        return np.array([int(outcome), 2 if len(gathered) == 1 else 0], np.int32)
+
+    monkeypatch.setattr(checkpoints, "_hosts", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    monkeypatch.setattr(multihost_utils, "sync_global_devices", barriers.append)
+    state, messages = _restore(directory)
+    assert gathered == [0, 0]  # step 15 read here; step 10 too
+    assert int(state["step"]) == 10 and barriers == ["quarantine checkpoint 15"]
+    assert any("another host could not read it" in m for m in messages), messages
+    assert sorted(os.listdir(directory)) == ["10", "5"]
+
+
 def test_fingerprint_sees_one_flipped_bit_and_moved_values():
     state = _state()
     base = checkpoints.fingerprint(state)
