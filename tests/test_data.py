@@ -320,19 +320,24 @@ def test_training_pipeline_is_deterministic_and_resumable(enwiki_features, tmp_p
     assert not np.array_equal(np.stack(batches(1)), np.stack(first))
 
 
-@pytest.mark.parametrize("num_files", [4, 1])
-def test_sharding_splits_records_between_hosts(enwiki_features, tmp_path, num_files):
+@pytest.mark.parametrize(("num_files", "hosts"), [(4, 2), (1, 2), (4, 3), (6, 3)])
+def test_sharding_splits_records_between_hosts(enwiki_features, tmp_path, num_files, hosts):
     features = enwiki_features[0]
-    _write(features, [tmp_path / f"s{i}.tfrecord" for i in range(num_files)], np.arange(40))
+    _write(features, [tmp_path / f"s{i}.tfrecord" for i in range(num_files)], np.arange(42))
     seen = []
-    for shard in range(2):
+    for shard in range(hosts):
         ds = pipeline.pretraining_dataset(
             str(tmp_path / "s*.tfrecord"), batch_size=8, max_seq_length=SEQ,
-            max_predictions_per_seq=PRED, training=False, shard_index=shard, num_shards=2,
+            max_predictions_per_seq=PRED, training=False, shard_index=shard, num_shards=hosts,
         )  # fmt: skip
         seen.append({tuple(r) for b in pipeline.as_numpy(ds) for r in b["input_ids"]})
-    assert not seen[0] & seen[1]
-    assert len(seen[0]) + len(seen[1]) == len({tuple(x) for x in features["input_ids"][:40]})
+    for a in range(hosts):
+        for b in range(a):
+            assert not seen[a] & seen[b]
+    assert sum(map(len, seen)) == len({tuple(x) for x in features["input_ids"][:42]})
+    # Every host holds the same share, so each record is sampled as often as any other (4 files
+    # on 3 hosts split by file would give one host twice the records of another).
+    assert max(map(len, seen)) - min(map(len, seen)) <= 1
 
 
 def _archive(path, members):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from bert_jax.data import dynamic, packing
 from bert_jax.data.masking import MaskingConfig
@@ -141,8 +142,8 @@ def pretraining_dataset(
 ) -> tf.data.Dataset:
     """Batches of parsed features: int32 arrays, float32 weights, next_sentence_labels [batch].
 
-    Files are sorted and split among `num_shards` hosts (by file when there are enough files,
-    else by record). Training: seeded shuffles, endless, full batches only. Eval: file order,
+    Files are sorted and split among `num_shards` hosts (by file when their number is a multiple
+    of num_shards, else by record). Training: seeded shuffles, endless, full batches only. Eval: file order,
     one pass, a final partial batch. `dynamic_masking` (with the data's `vocab_file`) masks
     unmasked records afresh per batch; its max_predictions_per_seq is replaced by this
     function's, which sets the output shape.
@@ -152,9 +153,19 @@ def pretraining_dataset(
     if batch_size <= 0:
         raise ValueError(f"batch_size={batch_size} must be positive.")
     files = list_files(file_pattern)
-    shard_files = len(files) >= num_shards
+    # By file only when every host gets as many files: each host feeds the same share of every
+    # batch, so with 4 files on 3 hosts the 2 hosts of one file each would show their records
+    # twice as often as the host of two.
+    shard_files = len(files) % num_shards == 0
     if shard_files:
         files = files[shard_index::num_shards]
+    elif len(files) > num_shards and shard_index == 0:
+        logging.warning(
+            "%d files on %d hosts: every host reads every file and keeps 1/%d of the records "
+            "(files split unevenly would skew the sampling). For less reading, prepare the data "
+            "with a number of files that the host count divides (data.prepare "
+            "--num_train_files).", len(files), num_shards, num_shards,
+        )  # fmt: skip
     # Fail now with a readable message rather than deep inside an iterator. Only the first
     # records of a few files: opening thousands of remote files up front would be slow, and
     # `as_numpy` turns a later mismatch into the same kind of message.
