@@ -461,10 +461,14 @@ def test_best_threshold_by_hand():
             "best_f1_thresh": -3.0,
         }
     )
-    # Nothing helps: the best is to abstain everywhere, threshold 0 as in the script.
+    # Nothing helps: the best is to abstain everywhere, at a threshold below every null odds
+    # (the script's 0.0 is for probabilities; on these odds it would answer all four).
     bad = {"q1": "Rome", "q2": "red", "q3": "x", "q4": "y"}
     got = squad_eval.best_threshold(ex, bad, odds)
-    assert got["best_exact"] == got["best_f1"] == 50.0 and got["best_f1_thresh"] == 0.0
+    assert got["best_exact"] == got["best_f1"] == 50.0
+    assert got["best_f1_thresh"] == min(odds.values()) - 1.0
+    abstained = {q: "" if odds[q] > got["best_f1_thresh"] else p for q, p in bad.items()}
+    assert squad_eval.evaluate(ex, abstained, version_2=True)["f1"] == got["best_f1"]
 
 
 # --------------------------------------------------------------------------- TFDS

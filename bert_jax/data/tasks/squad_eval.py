@@ -126,9 +126,14 @@ def best_threshold(
     exact, f1 = _raw_scores(scored, predictions, version_2=True)
     has_answer = {ex.qas_id: bool(ex.answers) for ex in examples}
     out = {}
+    # Abstaining on every question is the starting point; its threshold must lie below every
+    # null odds. (The script starts at 0.0, right for its probabilities in [0, 1], where 0
+    # abstains on nearly all; null odds are unbounded, and 0.0 would answer every question
+    # whose odds are negative, not reproducing the score it reports.)
+    abstain_all = min(null_odds.values(), default=1.0) - 1.0
     for name, scores in (("exact", exact), ("f1", f1)):
         score = best = float(sum(not h for h in has_answer.values()))
-        thresh = 0.0
+        thresh = abstain_all
         for qid in sorted(null_odds, key=lambda k: null_odds[k]):
             if qid not in scores:
                 continue
