@@ -89,10 +89,13 @@ def collect(root: str | pathlib.Path) -> dict[str, Any]:
     root = pathlib.Path(root)
     spec, table, jobs = load_sweep(root)
     cells = {
-        f"{r}|{c}": {"values": [], "seeds": [], "paper": table.paper.get((r, c))}
+        f"{r}|{c}": {"values": [], "seeds": [], "paper": table.paper.get((r, c)), "planned": 0}
         for r in table.rows
         for c in table.columns
     }
+    for job in jobs:  # how many values each cell is meant to average (its seeds)
+        for cell in job.cells:
+            cells[f"{cell.row}|{cell.column}"]["planned"] += 1
     statuses, wall, commits = {}, 0.0, set()
     for job in jobs:
         launch = _read_json(root / job.name / "launch.json") or {}
@@ -154,6 +157,8 @@ def _cells(table: Table, collected: dict[str, Any], pm: str, dash: str, bold) ->
                     ours += f"{pm}{entry['std']:.{d}f}"
                 if entry["mean"] == best[column]:
                     ours = bold(ours)
+                if len(entry["values"]) < entry["planned"]:  # seeds failed, diverged or unrun
+                    ours += f" [{len(entry['values'])}/{entry['planned']}]"
             if entry["paper"] is not None:
                 ours += f" ({entry['paper']:.{d}f})"
             line.append(ours)
@@ -182,6 +187,12 @@ def status_line(collected: dict[str, Any]) -> str:
     )
 
 
+PARTIAL = (
+    "[k/n]: the mean of the k seeds with a result out of the n planned (the others failed, "
+    "diverged or have not run)."
+)
+
+
 def markdown(table: Table, collected: dict[str, Any]) -> str:
     """The table as Markdown: title, table, notes as bullets, status line."""
 
@@ -197,6 +208,8 @@ def markdown(table: Table, collected: dict[str, Any]) -> str:
     lines.append("")
     if table.notes:
         lines += [f"- {note}" for note in table.notes] + [""]
+    if any(0 < len(e["values"]) < e["planned"] for e in collected["cells"].values()):
+        lines += [PARTIAL, ""]
     lines.append(status_line(collected))
     return "\n".join(lines) + "\n"
 

@@ -134,10 +134,10 @@ def test_write_tables_results_and_plots(root, tmp_path, caplog):
     assert tiny["mean"] == pytest.approx(82.0)
     assert tiny["std"] == pytest.approx(2 * math.sqrt(2)) and tiny["paper"] == 84.4
     assert results["cells"]["Tiny|PPL"] == {
-        "values": [6.1], "seeds": [0], "mean": 6.1, "std": None, "paper": 5.84
+        "values": [6.1], "seeds": [0], "mean": 6.1, "std": None, "paper": 5.84, "planned": 1
     }  # fmt: skip
     assert results["cells"][f"{BASE}|MNLI"] == {
-        "values": [], "seeds": [], "mean": None, "std": None, "paper": 86.6
+        "values": [], "seeds": [], "mean": None, "std": None, "paper": 86.6, "planned": 4
     }  # fmt: skip
     assert results["cells"][f"{BASE}|PPL"]["paper"] is None
     assert results["jobs"] == {
@@ -164,12 +164,24 @@ def test_bold_marks_best_of_two_or_more_rows(root):
     # Higher is better for MNLI: the higher mean is bold (with its std), the other is not.
     base |= {"values": [70.0], "mean": 70.0}
     assert "| **82.0 ± 2.8** (84.4) |" in row_of("Tiny")
-    assert "| 70.0 (86.6) |" in row_of(BASE)
+    assert "| 70.0 [1/4] (86.6) |" in row_of(BASE)  # 1 of its 4 seeds has a result
     base |= {"values": [90.0], "mean": 90.0}
     assert "| 82.0 ± 2.8 (84.4) |" in row_of("Tiny")
-    assert "| **90.0** (86.6) |" in row_of(BASE)
+    assert "| **90.0** [1/4] (86.6) |" in row_of(BASE)
     # Lower is better for PPL: 4.50 beats 6.10.
     assert "| **4.50** |" in row_of(BASE)
+
+
+def test_a_cell_missing_seeds_says_how_many_it_averages(root):
+    """A mean over the seeds that survived (a failed or diverged seed leaves no value) says so:
+    its k of n planned, and a legend under the table."""
+    collected = paper_tables.collect(root)
+    assert paper_tables.PARTIAL not in paper_tables.markdown(TABLE, collected)
+    tiny = collected["cells"]["Tiny|MNLI"]
+    tiny |= {"values": [80.0], "seeds": [0], "mean": 80.0, "std": None}
+    md = paper_tables.markdown(TABLE, collected)
+    assert "| Tiny | 80.0 [1/2] (84.4) | 6.10 (5.84) |" in md and paper_tables.PARTIAL in md
+    assert r"Tiny & 80.0 [1/2] (84.4) & 6.10 (5.84) \\" in paper_tables.latex(TABLE, collected)
 
 
 def test_missing_sweep_json_names_path_and_fix(tmp_path):
