@@ -28,6 +28,7 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -126,19 +127,20 @@ def read_launch(root: pathlib.Path, job: Job) -> dict:
 
 
 def is_done(root: pathlib.Path, job: Job) -> bool:
-    """Done = finished with status "done" by the same command (a changed sweep is an error)."""
+    """Done = finished with status "done". A workdir that holds a run of another command (done,
+    failed or interrupted) is an error: a failed run is resumed from its checkpoints, which
+    must not mix two configurations in one run."""
     record = read_launch(root, job)
-    if record.get("status") != "done":
-        return False
     # [0] is the python binary; --multihost says how, not what, it ran.
-    recorded = record.get("command", [])
-    if recorded[1:] != command(job, root, "--multihost" in recorded)[1:]:
+    recorded = record.get("command")
+    if recorded and recorded[1:] != command(job, root, "--multihost" in recorded)[1:]:
         raise ValueError(
-            f"job {job.name!r} is done in {root / job.name}, but with another command "
-            f"({shlex.join(record.get('command', [])[3:])}) than the sweep now gives "
-            f"({shlex.join(command(job, root)[3:])}); delete that workdir or use another --root."
+            f"job {job.name!r} has a run ({record.get('status', 'unknown')}) in "
+            f"{root / job.name} with another command ({shlex.join(recorded[3:])}) than the "
+            f"sweep now gives ({shlex.join(command(job, root)[3:])}); a rerun would resume it "
+            "from its checkpoints. Delete that workdir or use another --root."
         )
-    return True
+    return record.get("status") == "done"
 
 
 def git_commit() -> str:
@@ -174,7 +176,7 @@ def write_sweep_json(root: pathlib.Path, spec: str, sweep: Sweep) -> None:
 def _record(root: pathlib.Path, job: Job, record: dict) -> None:
     path = root / job.name / "launch.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{socket.gethostname()}.{os.getpid()}.tmp")  # one per process
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, path)
 
@@ -187,12 +189,18 @@ def _is_writer() -> bool:
     return True
 
 
-def job_env(root: pathlib.Path) -> dict[str, str]:
+def job_env(root: pathlib.Path, parallel: int = 1) -> dict[str, str]:
     """The environment of a job: this one, plus a JAX compilation cache shared by the sweep's
     jobs (ROOT/.xla_cache, unless JAX_COMPILATION_CACHE_DIR is set). Jobs of one sweep compile
     the same programs over and over (the same model on other data, the same fine-tuning on
-    another pre-trained model); a cache hit saves 7 of a 30 s mini fine-tuning job."""
+    another pre-trained model); a cache hit saves 7 of a 30 s mini fine-tuning job.
+
+    With `parallel` jobs at once each may take 0.9 / parallel of an accelerator's memory (JAX
+    takes 75% per process by default, and the second job would run out), unless
+    XLA_PYTHON_CLIENT_MEM_FRACTION is set."""
     env = dict(os.environ)
+    if parallel > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / ".xla_cache"))
     # Cache every program, however fast it compiled (JAX's default skips those under 1 s).
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -202,7 +210,7 @@ def job_env(root: pathlib.Path) -> dict[str, str]:
 class Running:
     """One job in a child process, recorded in its launch.json."""
 
-    def __init__(self, root: pathlib.Path, job: Job, multihost: bool = False):
+    def __init__(self, root: pathlib.Path, job: Job, multihost: bool = False, parallel: int = 1):
         self.root, self.job, self.start = root, job, time.time()
         self.cmd = command(job, root, multihost)
         self.writer = _is_writer()
@@ -222,7 +230,7 @@ class Running:
         log = open(root / job.name / "log.txt", "a")  # noqa: SIM115 (closed in finish())
         self.log = log
         self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=job_env(root)
+            self.cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=job_env(root, parallel)
         )
 
     def finish(self) -> bool:
@@ -244,13 +252,33 @@ def run_jobs(
     jobs: list[Job],
     done: set[str],
     parallel: int = 1,
+    *,
     log: Callable[[str], None] = print,
+    multihost: bool = False,
 ) -> dict[str, str]:
     """Runs `jobs` (none of them done), `parallel` at a time, each once its dependencies are
-    done. Returns {name: "done" | "failed" | "blocked"} (blocked: a dependency failed)."""
+    done. Returns {name: "done" | "failed" | "blocked"} (blocked: a dependency failed).
+
+    Stopped itself (Ctrl-C, SIGTERM), it passes SIGTERM on to the running jobs (bert_jax.main
+    saves a checkpoint and exits), waits for them and records them failed: a rerun resumes them,
+    and no job runs on unrecorded beside a second copy of itself."""
     status: dict[str, str] = {}
     waiting = list(jobs)
     running: list[Running] = []
+    try:
+        _run_jobs(root, waiting, running, status=status, done=done, parallel=parallel, log=log,
+                  multihost=multihost)  # fmt: skip
+    except BaseException:
+        for r in running:
+            r.proc.send_signal(signal.SIGTERM)
+        for r in running:
+            r.finish()
+            log(f"[stopped] {r.job.name} (exit {r.proc.returncode}; a rerun resumes it)")
+        raise
+    return status
+
+
+def _run_jobs(root, waiting, running, *, status, done, parallel, log, multihost) -> None:
     while waiting or running:
         for job in list(waiting):
             if any(status.get(d) in ("failed", "blocked") for d in job.after):
@@ -260,7 +288,7 @@ def run_jobs(
             elif len(running) < parallel and all(d in done for d in job.after):
                 waiting.remove(job)
                 log(f"[start] {job.name}")
-                running.append(Running(root, job))
+                running.append(Running(root, job, multihost, parallel))
         if not running:
             if waiting:  # dependencies neither done nor in this run (--only)
                 for job in waiting:
@@ -277,7 +305,6 @@ def run_jobs(
                 done.add(r.job.name)
             tail = "" if ok else f" (exit {r.proc.returncode}; see {root / r.job.name / 'log.txt'})"
             log(f"[{status[r.job.name]}] {r.job.name} in {r.record['wall_seconds']:.0f}s{tail}")
-    return status
 
 
 # --------------------------------------------------------------------------- cluster scripts
@@ -310,8 +337,11 @@ def emit_slurm(
     written, submit = [], ["#!/bin/bash", "set -euo pipefail", f"cd {shlex.quote(str(REPO))}"]
     prev = ""
     for k, group in enumerate(stages(jobs)):
+        # The names live in the script, which sbatch copies at submission: emitting again
+        # cannot change what a pending array task runs. (stageK.jobs is a listing to read.)
         names = out / f"stage{k}.jobs"
         names.write_text("".join(j.name + "\n" for j in group))
+        listed = " ".join(shlex.quote(j.name) for j in group)
         script = out / f"stage{k}.sbatch"
         opts = "\n".join(f"#SBATCH {o}" for o in shlex.split(slurm_args) if o)
         script.write_text(f"""#!/bin/bash
@@ -321,7 +351,9 @@ def emit_slurm(
 {opts}
 set -euo pipefail
 cd {shlex.quote(str(REPO))}
-job=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(names))})
+jobs=({listed})
+job=${{jobs[$SLURM_ARRAY_TASK_ID]:-}}
+[[ -n "$job" ]] || {{ echo "no job for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2; }}
 srun python experiments/launch.py --sweep={shlex.quote(spec)} --root={shlex.quote(str(root))} \\
     --job="$job" --multihost
 """)
@@ -340,7 +372,7 @@ def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Pat
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "#!/bin/bash",
-        "# Usage: TPU_NAME=my-pod ZONE=us-central2-b REPO_DIR=~/bert-jax bash launch_tpu.sh",
+        "# Usage: TPU_NAME=my-pod ZONE=us-central2-b REPO_DIR='~/bert-jax' bash launch_tpu.sh",
         "set -euo pipefail",
     ]
     for group in stages(jobs):
@@ -368,7 +400,7 @@ def main(argv: list[str]) -> None:
     root = pathlib.Path(FLAGS.root).absolute()
     sweep = load_sweep(FLAGS.sweep)
     jobs = list(sweep.jobs)
-    if FLAGS.job:  # one job, as the cluster scripts run it
+    if FLAGS["job"].present:  # one job, as the cluster scripts run it
         job = next((j for j in jobs if j.name == FLAGS.job), None)
         if job is None:
             raise app.UsageError(f"--job={FLAGS.job!r} is not a job of the sweep.")
@@ -378,23 +410,26 @@ def main(argv: list[str]) -> None:
         if not is_done(root, job):
             sys.exit(0 if Running(root, job, FLAGS.multihost).finish() else 1)
         return
-    write_sweep_json(root, FLAGS.sweep, sweep)
-    if FLAGS.emit == "slurm":
-        for path in emit_slurm(root, FLAGS.sweep, jobs, FLAGS.slurm_args):
-            print(path)
-        return
-    if FLAGS.emit == "tpu":
-        for path in emit_tpu(root, FLAGS.sweep, jobs):
-            print(path)
-        return
+    # Every workdir's recorded command is checked first: a refused sweep writes nothing.
     done = {j.name for j in jobs if is_done(root, j)}
     todo = [j for j in jobs if j.name not in done and re.fullmatch(FLAGS.only or ".*", j.name)]
     print(f"{sweep.name}: {len(jobs)} jobs, {len(done)} done, {len(todo)} to run -> {root}")
-    if FLAGS.dry_run:
+    if FLAGS.dry_run:  # a preview: nothing written (sweep.json labels the results' tables)
         for job in todo:
             print(shlex.join(command(job, root)))
         return
-    status = run_jobs(root, todo, done, FLAGS.parallel)
+    write_sweep_json(root, FLAGS.sweep, sweep)
+    if FLAGS.emit == "slurm":
+        for path in emit_slurm(root, FLAGS.sweep, todo, FLAGS.slurm_args):
+            print(path)
+        return
+    if FLAGS.emit == "tpu":
+        for path in emit_tpu(root, FLAGS.sweep, todo):
+            print(path)
+        return
+    # SIGTERM (a scheduler's stop) unwinds like Ctrl-C: run_jobs stops the jobs and records them.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    status = run_jobs(root, todo, done, FLAGS.parallel, multihost=FLAGS.multihost)
     failed = sorted(n for n, s in status.items() if s != "done")
     print(f"{sum(s == 'done' for s in status.values())} done, {len(failed)} not: {failed}")
     if failed:

@@ -4,6 +4,7 @@ failed and interrupted ones, respects dependencies, writes cluster scripts; a re
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -195,14 +196,59 @@ def test_launcher_skips_done_reruns_failed_and_blocks_dependents(tmp_path, monke
     # A job left "running" by a killed launcher is not done: it is rerun (and resumes).
     (tmp_path / "a" / "launch.json").write_text(json.dumps({"status": "running"}))
     assert not launch.is_done(tmp_path, jobs[0])
-    # A finished job whose command the sweep has since changed is an error, not a silent skip.
+    # A job whose command the sweep has since changed is an error, not a silent skip; nor, if
+    # it failed or was interrupted, a rerun that would resume its checkpoints under another
+    # configuration.
     changed = common.Job("a", "configs/pretrain.py", {"train.seed": 9})
-    (tmp_path / "a" / "launch.json").write_text(
-        json.dumps({"status": "done", "command": fake(jobs[0], tmp_path)})
-    )
     monkeypatch.setattr(launch, "command", real)
-    with pytest.raises(ValueError, match="with another command"):
-        launch.is_done(tmp_path, changed)
+    for state in ("done", "failed", "running"):
+        (tmp_path / "a" / "launch.json").write_text(
+            json.dumps({"status": state, "command": real(jobs[0], tmp_path)})
+        )
+        with pytest.raises(ValueError, match=rf"has a run \({state}\) .* another command"):
+            launch.is_done(tmp_path, changed)
+
+
+def test_a_stopped_launcher_stops_its_jobs_and_records_them(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C to the launcher reaches the running jobs (which save and exit) and
+    leaves them recorded failed, not "running" with the job still alive."""
+    started = tmp_path / "started"
+
+    def fake(job, root, multihost=False):
+        script = (
+            "import pathlib, signal, sys, time; pathlib.Path(sys.argv[1]).touch(); "
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); time.sleep(60)"
+        )
+        return [sys.executable, "-c", script, str(started)]
+
+    monkeypatch.setattr(launch, "command", fake)
+    real_poll, log, interrupted = subprocess.Popen.poll, [], []
+
+    def poll(self):  # the launcher is interrupted (once) when the job is up
+        if started.exists() and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real_poll(self)
+
+    monkeypatch.setattr(subprocess.Popen, "poll", poll)
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_jobs(tmp_path, _fake_jobs()[:1], set(), log=log.append)
+    record = json.loads((tmp_path / "a" / "launch.json").read_text())
+    assert record["status"] == "failed" and record["returncode"] == 143, record
+    assert any("[stopped] a" in m for m in log), log
+
+
+def test_dry_runs_and_refused_sweeps_write_nothing(tmp_path):
+    """A preview (--dry_run) or a sweep refused for a changed command leaves sweep.json as it
+    was: it labels the tables of the results already there."""
+    root = tmp_path / "root"
+    spec = "configs/sweeps/table8.py:profile=mini"
+    out = subprocess.run(
+        [sys.executable, "experiments/launch.py", f"--sweep={spec}", f"--root={root}",
+         "--dry_run"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "to run" in out.stdout and not root.exists()
 
 
 def test_cluster_scripts(tmp_path):
@@ -214,6 +260,16 @@ def test_cluster_scripts(tmp_path):
     sbatch = (tmp_path / "slurm" / "stage1.sbatch").read_text()
     assert "#SBATCH --array=0-0" in sbatch and "#SBATCH --nodes=2" in sbatch
     assert "--multihost" in sbatch
+    # Array task i runs the stage's job i, named in the script itself (sbatch copies it at
+    # submission), and a task without a job stops instead of running the whole sweep.
+    stage0 = (tmp_path / "slurm" / "stage0.sbatch").read_text()
+    assert "jobs=(a b)" in stage0
+    pick = stage0[stage0.index("jobs=(") : stage0.index("srun ")]  # the lines that pick the job
+    for task, want in ((0, "a\n"), (1, "b\n"), (2, "")):
+        env = {"SLURM_ARRAY_TASK_ID": str(task), "PATH": os.environ["PATH"]}
+        run = subprocess.run(["bash", "-euc", pick + 'echo "$job"'], env=env, check=False,
+                             capture_output=True, text=True)  # fmt: skip
+        assert run.stdout == want and run.returncode == (0 if want else 2), run
     submit = (tmp_path / "slurm" / "submit.sh").read_text()
     assert "--dependency=afterok:$s0" in submit
     (tpu,) = launch.emit_tpu(tmp_path, "configs/sweeps/x.py:a=1", jobs)
@@ -237,6 +293,10 @@ def test_jobs_share_a_compilation_cache_in_the_sweep_unless_one_is_set(tmp_path,
     assert env["SOMETHING_ELSE"] == "kept"
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
     assert launch.job_env(tmp_path)["JAX_COMPILATION_CACHE_DIR"] == "/mine"
+    # Jobs side by side share an accelerator's memory (JAX takes 75% per process by default).
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in launch.job_env(tmp_path)
+    assert launch.job_env(tmp_path, parallel=3)["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.300"
 
 
 # --------------------------------------------------------------------------- end to end

@@ -99,6 +99,8 @@ NOTES = {
     "mini": (
         "BERT-tiny (2 layers, hidden 128), one pre-training run per mix (static masks). "
         + common.MINI_NOTE,
+        "Feature-based: with 2 layers, 'the last four hidden layers concatenated' are the "
+        "embeddings and both layers (384 wide); the paper's four exclude the embeddings.",
     ),
     "paper": ("Paper profile: BERT-base, MNLI-m and CoNLL-2003 dev.",),
 }
