@@ -1,8 +1,10 @@
 """Pure losses and metrics. Each returns (sum, weight) so that totals aggregate exactly.
 
-The mean of a loss over a global batch split across devices (or accumulated over micro-batches,
-or over an eval set) is sum(sums) / sum(weights); averaging per-device means would weight a device
-with few masked tokens as much as one with many.
+The mean of a loss over a global batch split across devices (or over an eval set) is
+sum(sums) / sum(weights); averaging per-device means would weight a device with few masked tokens
+as much as one with many. (Gradient accumulation, optim.make_optimizer's optax.MultiSteps,
+averages the micro-batches' mean losses instead, as NVIDIA's and Hugging Face's accumulation do:
+a micro-batch counts as much as another whatever its number of masked tokens.)
 """
 
 from __future__ import annotations

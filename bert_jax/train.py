@@ -244,6 +244,16 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
     if t.prefetch_batches < 0:
         raise ValueError(f"train.prefetch_batches={t.prefetch_batches}; use 0 (off) or more.")
+    k = config.optimizer.get("grad_accum_steps", 1)
+    if k < 1:
+        raise ValueError(f"optimizer.grad_accum_steps={k}; it must be at least 1.")
+    for name in ("num_train_steps", "log_every"):
+        # The last window must end with the run (else its micro-batches are never applied), and
+        # log lines fall on update steps (where the update norm is measured).
+        if t[name] % k:
+            raise ValueError(
+                f"train.{name}={t[name]} is not a multiple of optimizer.grad_accum_steps={k}."
+            )
     if d.pack_sequences < 0:
         raise ValueError(f"data.pack_sequences={d.pack_sequences}; use 0 (off) or 2 and more.")
     if d.pack_sequences > 1 and (config.model.causal or d.dynamic_masking):
@@ -393,24 +403,26 @@ def train_and_evaluate(
                 done = step + 1
                 if step == start_step:
                     log(f"first step (includes compilation) took {time.time() - t_log:.1f}s")
-                    t_log, step_log = time.time(), done
-                elif done % t.log_every == 0 or done == end_step:
+                    t_log, step_log = time.time(), done  # throughput leaves compilation out
+                if done % t.log_every == 0 or done == end_step:
                     monitor.add(jax.device_get(par.get_metrics(pending)), done)
                     pending = None
-                    steps_per_s = (done - step_log) / (time.time() - t_log)
                     mean = monitor.window_mean()
-                    mean.update(
-                        skipped_steps=monitor.skipped,
-                        learning_rate=float(schedule(step)),
-                        steps_per_sec=steps_per_s,
-                        seqs_per_sec=steps_per_s * mean.get("sequences", np.nan),
-                    )
+                    mean.update(skipped_steps=monitor.skipped, learning_rate=float(schedule(step)))
+                    speed = ""
+                    if done > step_log:  # (none for a line of the first step alone)
+                        steps_per_s = (done - step_log) / (time.time() - t_log)
+                        mean.update(
+                            steps_per_sec=steps_per_s,
+                            seqs_per_sec=steps_per_s * mean.get("sequences", np.nan),
+                        )
+                        eta = (end_step - done) / steps_per_s
+                        speed = (
+                            f"  {steps_per_s:.2f} steps/s  {mean['seqs_per_sec']:.0f} seq/s  "
+                            f"ETA {eta / 60:.1f} min"
+                        )
                     writer.write(done, "train", mean)
-                    eta = (end_step - done) / steps_per_s
-                    log(
-                        f"step {done}/{end_step}  {_fmt(mean)}  {steps_per_s:.2f} steps/s  "
-                        f"{mean['seqs_per_sec']:.0f} seq/s  ETA {eta / 60:.1f} min"
-                    )
+                    log(f"step {done}/{end_step}  {_fmt(mean)}{speed}")
                     t_log, step_log = time.time(), done
                 if d.eval_files and done % t.eval_every == 0 and done != end_step:
                     m = evaluate(

@@ -111,6 +111,12 @@ def test_pmap_loop_runs_on_8_devices(data_dir, tmp_path):
         log=lambda s: None,
     )
     assert res["step"] == 2 and np.isfinite(res["end"]["loss"])
+    # log_every=1: every step has its line, the first one too (its throughput left out, as it
+    # includes the compilation).
+    rows = [json.loads(x) for x in (tmp_path / "pmap" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert "seqs_per_sec" not in train_rows[0] and np.isfinite(train_rows[1]["seqs_per_sec"])
 
 
 def test_command_line_with_overrides(data_dir, tmp_path):
@@ -135,7 +141,7 @@ def test_command_line_with_overrides(data_dir, tmp_path):
     root = os.path.dirname(os.path.dirname(__file__))
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "step 3/3" in out.stdout
+    assert all(f"step {i}/3  loss" in out.stdout for i in (1, 2, 3)), out.stdout[-3000:]
     assert json.loads((workdir / "results.json").read_text())["step"] == 3
     bad = subprocess.run(
         [*cmd, "--config.train.batch_sise=8"],
@@ -218,6 +224,8 @@ def test_two_phases_with_dynamic_masking_from_a_corpus(data_dir, tmp_path):
         ),  # fmt: skip
         ({"train.batch_size": 9}, "batch_size=9 is not divisible by the 8 devices"),
         ({"data.pack_sequences": 3, "model.causal": True}, "pack_sequences=3 packs"),
+        ({"optimizer.grad_accum_steps": 3}, "num_train_steps=8 is not a multiple of optimizer"),
+        ({"optimizer.grad_accum_steps": 4, "train.log_every": 6}, "log_every=6 is not a multiple"),
         (
             {
                 "model.attention": "cudnn",
