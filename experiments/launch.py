@@ -184,7 +184,7 @@ def _record(root: pathlib.Path, job: Job, record: dict) -> None:
 def _is_writer() -> bool:
     """Process 0 of a multi-host job records; the others only run bert_jax.main."""
     for var in ("SLURM_PROCID", "TPU_WORKER_ID", "JAX_PROCESS_ID"):
-        if os.environ.get(var, "0") != "0":
+        if (os.environ.get(var) or "0") != "0":
             return False
     return True
 
@@ -366,6 +366,12 @@ srun python experiments/launch.py --sweep={shlex.quote(spec)} --root={shlex.quot
     return [*written, out / "submit.sh"]
 
 
+_WORKER_URL = (
+    "-H Metadata-Flavor:Google "
+    "http://metadata.google.internal/computeMetadata/v1/instance/attributes/agent-worker-number"
+)
+
+
 def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Path]:
     """A script that runs each job on every worker of a TPU pod slice, one job after another."""
     out = root / "tpu"
@@ -377,8 +383,11 @@ def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Pat
     ]
     for group in stages(jobs):
         for job in group:
+            # The worker's number (TPU VMs set no variable for it; JAX reads the same
+            # metadata): only worker 0 records the job. \$ leaves $(...) to the worker's shell.
             remote = (
-                f"cd $REPO_DIR && python3 experiments/launch.py --sweep={shlex.quote(spec)} "
+                f"cd $REPO_DIR && TPU_WORKER_ID=\\$(curl -s {_WORKER_URL}) "
+                f"python3 experiments/launch.py --sweep={shlex.quote(spec)} "
                 f"--root={shlex.quote(str(root))} --job={shlex.quote(job.name)} --multihost"
             )
             lines.append(

@@ -276,6 +276,12 @@ def test_cluster_scripts(tmp_path):
     lines = [x for x in tpu.read_text().splitlines() if x.startswith("gcloud")]
     assert len(lines) == 3 and all("--worker=all" in x for x in lines)
     assert "--job=c" in lines[-1]  # the dependent job last
+    # What each worker is sent, the script run with a stand-in gcloud: the worker's own shell
+    # expands ~ and finds its worker number (only worker 0 records the job).
+    stub = f"gcloud() {{ printf '%s\\n' \"$@\"; }}; REPO_DIR='~/bert-jax'; source {tpu}"
+    sent = subprocess.run(["bash", "-c", stub], env={"TPU_NAME": "pod", "ZONE": "z", **os.environ},
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "--command=cd ~/bert-jax && TPU_WORKER_ID=$(curl -s -H Metadata-Flavor:Google" in sent
 
 
 def test_config_values_round_trip_on_the_command_line():
