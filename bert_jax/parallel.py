@@ -83,9 +83,19 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
 
 def batch_divisor(mode: str, mesh: Mesh | None) -> int:
     """What the global batch must be a multiple of: the devices (pmap), the mesh's batch axes
-    (and the processes, each feeding its own rows), or the processes (jit)."""
+    (and the processes, each feeding its own rows), or the processes (jit: one)."""
     if mode == "mesh":
-        return int(np.lcm(_axis_size(mesh, RULES["batch"]), jax.process_count()))
+        batch_axes, hosts = _axis_size(mesh, RULES["batch"]), jax.process_count()
+        if batch_axes % hosts:
+            # Each process feeds its own rows; a batch slice replicated over several processes
+            # would be given different rows by each (and JAX would take a smaller batch).
+            raise ValueError(
+                f"the mesh's batch axes (data x fsdp = {batch_axes}) are not a multiple of the "
+                f"{hosts} processes; every process feeds its own rows of the batch. Make "
+                "train.mesh_data x train.mesh_fsdp a multiple of the process count (keep "
+                "train.mesh_tensor within a host)."
+            )
+        return int(np.lcm(batch_axes, hosts))
     return jax.device_count() if mode == "pmap" else jax.process_count()
 
 
@@ -321,7 +331,14 @@ class Parallel:
 
 
 def resolve(mode: str) -> str:
-    """ "auto": pmap on several local devices, else jit."""
+    """ "auto": pmap on several devices (of this process or of several), else jit. "jit" with
+    several processes is refused: each process would train a model of its own."""
     if mode == "auto":
-        return "pmap" if jax.local_device_count() > 1 else "jit"
+        return "pmap" if jax.local_device_count() > 1 or jax.process_count() > 1 else "jit"
+    if mode == "jit" and jax.process_count() > 1:
+        raise ValueError(
+            f"train.parallel='jit' runs on this process's devices alone: with "
+            f"{jax.process_count()} processes each would train a separate model. Use 'pmap' "
+            "(or 'mesh' for pre-training), or 'auto'."
+        )
     return mode

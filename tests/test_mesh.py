@@ -80,6 +80,22 @@ def test_mesh_with_dropout_equals_single_device():
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
+def test_several_processes_never_run_jit_alone_nor_a_mesh_that_splits_a_batch_slice(monkeypatch):
+    """With several processes, 'auto' is pmap even on one device each ('jit' would train one
+    model per process), 'jit' is refused, and a mesh whose batch axes are not a multiple of the
+    processes is refused (each process feeds its own rows)."""
+    assert parallel.resolve("auto") == "pmap"  # 8 fake devices here
+    monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+    assert parallel.resolve("auto") == "jit" and parallel.resolve("jit") == "jit"
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert parallel.resolve("auto") == "pmap"
+    with pytest.raises(ValueError, match="each would train a separate model"):
+        parallel.resolve("jit")
+    assert parallel.batch_divisor("mesh", parallel.make_mesh(4, 1, 2)) == 4
+    with pytest.raises(ValueError, match=r"data x fsdp = 1\) are not a multiple of the 2"):
+        parallel.batch_divisor("mesh", parallel.make_mesh(1, 1, 8))
+
+
 def test_sharding_table():
     mesh = parallel.make_mesh(2, 2, 2)
     model = BertForPreTraining(CFG)
@@ -161,10 +177,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_like_one(tmp_path):
-    """Two jax.distributed processes on this machine (2 CPU devices each, gloo collectives),
-    mesh data=4: each reads its own half of the files; the final params equal one process's
-    steps on the two halves put together."""
+@pytest.mark.parametrize(
+    ("parallel", "devices", "expect"),
+    [("mesh", 2, "mesh on 4 device(s) of 2 process(es), mesh {'data': 4, 'fsdp': 1, 'tensor': 1}"),
+     ("auto", 1, "pmap on 2 device(s) of 2 process(es);")],
+)  # fmt: skip
+def test_two_processes_train_like_one(tmp_path, parallel, devices, expect):
+    """Two jax.distributed processes on this machine (gloo collectives): mesh data=4 on 2 CPU
+    devices each, and the default parallel='auto' on one device each (which must not train two
+    separate models: it resolves to pmap, not jit). Each reads its own half of the files; the
+    final params equal one process's steps on the two halves put together."""
     from bert_jax.data import corpus, prepare, samples
     from tests.test_loop import small_config  # a tiny config on real prepared data
 
@@ -181,11 +203,13 @@ def test_two_processes_train_like_one(tmp_path):
         "model.num_attention_heads": 2, "model.intermediate_size": 64,
         "model.max_position_embeddings": 32, "train.batch_size": 8, "train.eval_batch_size": 8,
         "train.num_train_steps": steps, "train.log_every": 2, "train.eval_every": 100,
-        "train.eval_batches": 1, "train.checkpoint_every": 100, "train.parallel": "mesh",
+        "train.eval_batches": 1, "train.checkpoint_every": 100, "train.parallel": parallel,
         "optimizer.warmup_steps": 2,
     }  # fmt: skip
+    if parallel != "mesh":  # pmap draws dropout per device: compare without it
+        overrides |= {"model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0}
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "bert_jax.main", "--config=configs/pretrain.py:size=tiny,demo",
@@ -198,7 +222,7 @@ def test_two_processes_train_like_one(tmp_path):
     ]  # fmt: skip
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
-    assert "of 2 process(es), mesh {'data': 4, 'fsdp': 1, 'tensor': 1}" in outs[0]
+    assert expect in outs[0], outs[0][-3000:]
     assert "step 4/4" in outs[0] and "step 4/4" not in outs[1]  # only process 0 logs
 
     # One process, the same global batches: each host's rows (its own files), host 0 first.
