@@ -329,11 +329,7 @@ def finetune(
     task, features, t = ready.task, ready.features, config.train
     _check_train_config(t, config.optimizer)
     trim = t.get("trim_padding", False)  # (configs written before the field: off)
-    mode = parallel.resolve(t.parallel)
-    if mode == "mesh":
-        raise ValueError(
-            "train.parallel='mesh' is for pre-training; fine-tune with 'jit' or 'pmap'."
-        )
+    mode = parallel.resolve(t.parallel, mesh_ok=False)
     options = parallel.compiler_options(t.get("compiler_options", ""))
     n_dev = jax.local_device_count() if mode == "pmap" else 1
     for name in ("batch_size", "eval_batch_size"):

@@ -330,15 +330,26 @@ class Parallel:
         return metrics
 
 
-def resolve(mode: str) -> str:
-    """ "auto": pmap on several devices (of this process or of several), else jit. "jit" with
-    several processes is refused: each process would train a model of its own."""
+def resolve(mode: str, *, mesh_ok: bool = True) -> str:
+    """ "auto": with several processes a mesh over all their devices; in one process pmap on
+    several local devices, else jit. `jit` and `pmap` are refused with several processes (each
+    process would train a model of its own, or fail to save a pmap state), and so is the mesh
+    where it is not offered (`mesh_ok=False`: fine-tuning runs in one process)."""
+    hosts = jax.process_count()
     if mode == "auto":
-        return "pmap" if jax.local_device_count() > 1 or jax.process_count() > 1 else "jit"
-    if mode == "jit" and jax.process_count() > 1:
+        if hosts == 1:
+            return "pmap" if jax.local_device_count() > 1 else "jit"
+        mode = "mesh"
+    if mode == "mesh" and not mesh_ok:
         raise ValueError(
-            f"train.parallel='jit' runs on this process's devices alone: with "
-            f"{jax.process_count()} processes each would train a separate model. Use 'pmap' "
-            "(or 'mesh' for pre-training), or 'auto'."
+            f"train.parallel={mode!r}: fine-tuning runs in one process, with 'jit' or 'pmap' "
+            "over its devices" + (f" (this run has {hosts} processes: start it without "
+                                  "--multihost/--num_processes)" if hosts > 1 else "") + "."
+        )  # fmt: skip
+    if mode in ("jit", "pmap") and hosts > 1:
+        raise ValueError(
+            f"train.parallel={mode!r} runs within one process: with {hosts} processes each "
+            "would train a separate model (jit) or fail to save its checkpoints (pmap). Use "
+            "'mesh' or 'auto'."
         )
     return mode

@@ -142,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.warmup_proportion = 0.1
     config.train.seed = 0
     config.train.eval_batch_size = 64
-    # "auto" (pmap on several local devices, else jit), "pmap" or "jit".
+    # "auto" (pmap on several local devices, else jit), "pmap" or "jit"; one process.
     config.train.parallel = "auto"
     # XLA compile options for the train and prediction steps, "name=value,..." (parallel 'jit';
     # pmap takes none). E.g. "xla_cpu_prefer_vector_width=512" on a CPU with AVX-512.

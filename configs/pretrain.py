@@ -117,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.num_train_steps = 1_000_000
     # Stop this invocation at this step (0: at num_train_steps); rerunning the command continues.
     config.train.stop_at_step = 0
-    # "auto" (pmap on several local devices, else jit), "pmap", "jit", or "mesh": one jit over a
+    # "auto" (several processes: mesh; one: pmap on several local devices, else jit), "pmap",
+    # "jit" (both within one process), or "mesh": one jit over a
     # (data, fsdp, tensor) mesh of every device of every host, parameters and optimizer state
     # sharded by the rules in bert_jax/parallel.py (FSDP over fsdp, Megatron-style over tensor).
     config.train.parallel = "auto"

@@ -20,7 +20,7 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -106,6 +106,8 @@ def run(checkpoint: str, task: str, *, max_length: int, random_init: bool, seed:
 
 def main(argv) -> None:
     del argv
+    if not FLAGS["verbosity"].present:  # Orbax logs each restore at INFO; the result is printed
+        logging.set_verbosity(logging.WARNING)
     result = run(
         FLAGS.checkpoint,
         FLAGS.task,

@@ -81,16 +81,22 @@ def test_mesh_with_dropout_equals_single_device():
 
 
 def test_several_processes_never_run_jit_alone_nor_a_mesh_that_splits_a_batch_slice(monkeypatch):
-    """With several processes, 'auto' is pmap even on one device each ('jit' would train one
-    model per process), 'jit' is refused, and a mesh whose batch axes are not a multiple of the
-    processes is refused (each process feeds its own rows)."""
+    """With several processes, 'auto' is the mesh even on one device each ('jit' would train
+    one model per process, a pmap state cannot be saved by several), 'jit' and 'pmap' are
+    refused, fine-tuning (no mesh) is refused, and so is a mesh whose batch axes are not a
+    multiple of the processes (each process feeds its own rows)."""
     assert parallel.resolve("auto") == "pmap"  # 8 fake devices here
+    with pytest.raises(ValueError, match="fine-tuning runs in one process"):
+        parallel.resolve("mesh", mesh_ok=False)
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)
     assert parallel.resolve("auto") == "jit" and parallel.resolve("jit") == "jit"
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    assert parallel.resolve("auto") == "pmap"
-    with pytest.raises(ValueError, match="each would train a separate model"):
-        parallel.resolve("jit")
+    assert parallel.resolve("auto") == "mesh" and parallel.resolve("mesh") == "mesh"
+    for mode in ("jit", "pmap"):
+        with pytest.raises(ValueError, match="each would train a separate model"):
+            parallel.resolve(mode)
+    with pytest.raises(ValueError, match="this run has 2 processes"):
+        parallel.resolve("auto", mesh_ok=False)
     assert parallel.batch_divisor("mesh", parallel.make_mesh(4, 1, 2)) == 4
     with pytest.raises(ValueError, match=r"data x fsdp = 1\) are not a multiple of the 2"):
         parallel.batch_divisor("mesh", parallel.make_mesh(1, 1, 8))
@@ -180,13 +186,13 @@ def _free_port() -> int:
 @pytest.mark.parametrize(
     ("parallel", "devices", "expect"),
     [("mesh", 2, "mesh on 4 device(s) of 2 process(es), mesh {'data': 4, 'fsdp': 1, 'tensor': 1}"),
-     ("auto", 1, "pmap on 2 device(s) of 2 process(es);")],
+     ("auto", 1, "mesh on 2 device(s) of 2 process(es), mesh {'data': 2, 'fsdp': 1, 'tensor': 1}")],
 )  # fmt: skip
 def test_two_processes_train_like_one(tmp_path, parallel, devices, expect):
     """Two jax.distributed processes on this machine (gloo collectives): mesh data=4 on 2 CPU
     devices each, and the default parallel='auto' on one device each (which must not train two
-    separate models: it resolves to pmap, not jit). Each reads its own half of the files; the
-    final params equal one process's steps on the two halves put together."""
+    separate models with jit: it resolves to the mesh). Each reads its own half of the files;
+    the final params equal one process's steps on the two halves put together."""
     from bert_jax.data import corpus, prepare, samples
     from tests.test_loop import small_config  # a tiny config on real prepared data
 
@@ -206,8 +212,6 @@ def test_two_processes_train_like_one(tmp_path, parallel, devices, expect):
         "train.eval_batches": 1, "train.checkpoint_every": 100, "train.parallel": parallel,
         "optimizer.warmup_steps": 2,
     }  # fmt: skip
-    if parallel != "mesh":  # pmap draws dropout per device: compare without it
-        overrides |= {"model.hidden_dropout_prob": 0.0, "model.attention_probs_dropout_prob": 0.0}
     port = _free_port()
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     procs = [
