@@ -151,7 +151,7 @@ def test_a_process_waiting_for_prepare_finds_the_output_whole(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["stats.json", "vocab.txt", "eval.tfrecord", *results["first"]["train_files"]]
     )
-    assert not (tmp_path / ".out.partial").exists()
+    assert not (tmp_path / ".out.partial").exists() and not (tmp_path / ".out.lock").exists()
 
 
 def test_chunk_chars_changes_the_data_and_is_recorded(enwiki_text, small_vocab, tmp_path):

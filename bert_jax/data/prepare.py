@@ -88,7 +88,8 @@ def prepare(
     `chunk_chars` is recorded with the other arguments.
 
     Processes that share `output_dir` (the jobs of a sweep) build it once: the others wait for
-    the first (a lock file `.<name>.lock` beside it) and then find it built.
+    the first (a lock file `.<name>.lock` beside it, removed once the output is complete) and
+    then find it built.
     """
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction={eval_fraction} must be in [0, 1).")
@@ -125,11 +126,17 @@ def prepare(
     out.parent.mkdir(parents=True, exist_ok=True)
     # The lock lives beside the output, never inside what is built and renamed: a process that
     # waited for it finds the output complete or not begun, never half-way through the rename.
-    with _lock(out.parent / f".{out.name}.lock", out):
-        return _prepare_locked(
+    lock = out.parent / f".{out.name}.lock"
+    with _lock(lock, out):
+        stats = _prepare_locked(
             corpus, out, args, recipe, mask_cfg, vocab_file=vocab_file,
             num_workers=num_workers, chunk_chars=chunk_chars,
         )  # fmt: skip
+        # Removed only once the output is complete (a waiter holding the old file, or a newcomer
+        # creating a new one, then finds it built); kept after a failure, so that two processes
+        # never build at once.
+        lock.unlink(missing_ok=True)
+    return stats
 
 
 def _prepare_locked(corpus, out, args, recipe, mask_cfg, *, vocab_file, num_workers, chunk_chars):
