@@ -153,10 +153,12 @@ def test_fingerprint_sees_one_flipped_bit_and_moved_values():
     assert checkpoints.fingerprint({**state, "params": {**state["params"], "w": swapped}}) != base
 
 
-def test_non_finite_steps_are_skipped_and_counted():
+def _tiny_step(tx):
+    """(jitted train step, initial state, a batch, the batch poisoned with NaN weights) of a
+    one-layer model."""
     config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=16)  # fmt: skip
-    model, tx = BertForPreTraining(config), optax.adamw(1e-2)
+    model = BertForPreTraining(config)
     state = train.init_state(model, tx, jax.random.PRNGKey(0), 16, 3)
     rng = np.random.default_rng(0)
     batch = {
@@ -169,6 +171,28 @@ def test_non_finite_steps_are_skipped_and_counted():
     }  # fmt: skip
     step = jax.jit(functools.partial(train.train_step, model=model, optimizer=tx))
     poisoned = {**batch, "masked_lm_weights": np.full((4, 3), np.nan, np.float32)}
+    return step, state, batch, poisoned
+
+
+def test_a_non_finite_micro_batch_keeps_the_accumulation_windows_in_step():
+    """grad_accum_steps=2: a NaN micro-batch adds zeros to its window; the updates still come
+    at steps 2 and 4 (the window counter used to stop, every later update coming one step late
+    and the last window never applied)."""
+    tx = optax.MultiSteps(optax.adamw(1e-2), every_k_schedule=2)
+    step, state, batch, poisoned = _tiny_step(tx)
+    bias = []
+    for i, b in enumerate([batch, poisoned, batch, batch]):
+        state, m = step(state, b)
+        assert float(m["skipped"]) == (i == 1)
+        bias.append(np.asarray(state["params"]["cls"]["predictions"]["output_bias"]))
+    assert int(state["opt_state"].gradient_step) == 2 and int(state["opt_state"].mini_step) == 0
+    assert np.isfinite(bias[-1]).all()
+    changed = [not np.array_equal(a, b) for a, b in zip(bias, bias[1:], strict=False)]
+    assert changed == [True, False, True]  # updates after steps 2 and 4 only
+
+
+def test_non_finite_steps_are_skipped_and_counted():
+    step, state, batch, poisoned = _tiny_step(optax.adamw(1e-2))
     after, m = step(state, poisoned)
     assert float(m["skipped"]) == 1.0 and not np.isfinite(float(m["loss"]))
     for key in ("params", "opt_state"):
