@@ -189,6 +189,15 @@ def _is_writer() -> bool:
     return True
 
 
+def placement(job: Job, multihost: bool) -> tuple[bool, bool]:
+    """(whether this process runs `job`, whether with --multihost). Pre-training runs on every
+    host of a multi-host job; fine-tuning runs in one process (bert_jax.finetune refuses
+    several): the first host runs it on its own devices, the others have nothing to do."""
+    if multihost and job.config.split(":")[0].endswith("finetune.py"):
+        return _is_writer(), False
+    return True, multihost
+
+
 def job_env(root: pathlib.Path, parallel: int = 1) -> dict[str, str]:
     """The environment of a job: this one, plus a JAX compilation cache shared by the sweep's
     jobs (ROOT/.xla_cache, unless JAX_COMPILATION_CACHE_DIR is set). Jobs of one sweep compile
@@ -416,8 +425,9 @@ def main(argv: list[str]) -> None:
         waiting = [d for d in job.after if not is_done(root, next(j for j in jobs if j.name == d))]
         if waiting:
             raise RuntimeError(f"job {job.name!r} needs {waiting} done first (in {root}).")
-        if not is_done(root, job):
-            sys.exit(0 if Running(root, job, FLAGS.multihost).finish() else 1)
+        run_here, multihost = placement(job, FLAGS.multihost)
+        if run_here and not is_done(root, job):
+            sys.exit(0 if Running(root, job, multihost).finish() else 1)
         return
     # Every workdir's recorded command is checked first: a refused sweep writes nothing.
     done = {j.name for j in jobs if is_done(root, j)}

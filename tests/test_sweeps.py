@@ -284,6 +284,19 @@ def test_cluster_scripts(tmp_path):
     assert "--command=cd ~/bert-jax && TPU_WORKER_ID=$(curl -s -H Metadata-Flavor:Google" in sent
 
 
+def test_multi_host_jobs_fine_tune_on_the_first_host_alone(monkeypatch):
+    """A sweep on a cluster runs each job on every host (--multihost); fine-tuning runs in one
+    process, so the first host runs it without --multihost and the others skip it."""
+    pre, _, fine = _fake_jobs()
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert launch.placement(pre, True) == (True, True)
+    assert launch.placement(fine, True) == (True, False)
+    assert launch.placement(fine, False) == (True, False)
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert launch.placement(pre, True) == (True, True)
+    assert launch.placement(fine, True) == (False, False)
+
+
 def test_config_values_round_trip_on_the_command_line():
     assert launch.config_value(True) == "true"
     assert launch.config_value((0, 1, 2)) == "(0, 1, 2, )"
