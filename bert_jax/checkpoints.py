@@ -52,7 +52,7 @@ _MACHINE_STATUS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "PE
                    "UNAUTHENTICATED", "CANCELLED", "Out of memory", "out of memory")  # fmt: skip
 
 # Outcomes of reading one step, ordered: on several hosts the largest one decides.
-_GOOD, _UNREADABLE, _CORRUPT = 0, 1, 2
+_GOOD, _UNREADABLE, _CORRUPT, _MACHINE = 0, 1, 2, 3
 
 
 def is_machine_error(e: BaseException) -> bool:
@@ -112,15 +112,26 @@ class Checkpointer:
         """The state of the newest good step (or exactly `step`), or None when there is none.
 
         Raises CheckpointMismatchError if the checkpoints are of another model, the error
-        itself if it is the machine's (`is_machine_error`), and CheckpointReadError if no step
-        can be read (nothing is moved then)."""
+        itself if it is the machine's (`is_machine_error`; on the other hosts a RuntimeError
+        saying so), and CheckpointReadError if no step can be read (those that failed to read
+        are left in place)."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         if step is not None:
             steps = [step]
         unreadable = []  # steps whose arrays failed to read, set aside once an older one reads
+        moved = []
         for s in steps:
-            state, problem, outcome = self._try_restore(s, abstract_state)
+            try:
+                state, problem, outcome = self._try_restore(s, abstract_state)
+            except Exception:  # the machine's error, or another model's checkpoint
+                _agree(_MACHINE)  # the other hosts stop too, and say why
+                raise
             outcome = _agree(outcome)
+            if outcome == _MACHINE:
+                raise RuntimeError(
+                    f"another host failed to restore checkpoint {self.directory}/{s} (its log "
+                    "says why); this step was left in place."
+                )
             if outcome == _GOOD:
                 for bad, why in unreadable:
                     self._quarantine(bad, why)
@@ -128,15 +139,19 @@ class Checkpointer:
             problem = problem or "another host could not read it"
             if outcome == _CORRUPT:
                 self._quarantine(s, problem)
+                moved.append(s)
             else:
                 unreadable.append((s, problem))
         if unreadable:
             listed = "; ".join(f"step {s}: {why}" for s, why in unreadable)
+            aside = (
+                f"steps {moved} were corrupt and are in {self.directory}_corrupt; " if moved else ""
+            )
             raise CheckpointReadError(
-                f"no checkpoint in {self.directory} could be read ({listed}). Nothing was moved. "
-                "If these files are damaged, move them away and the run starts afresh (or from "
-                "an older copy you put back); if the cause is the machine (memory, storage, "
-                "permissions), fix it and rerun."
+                f"no checkpoint in {self.directory} could be read ({listed}); {aside}these were "
+                "left in place. If their files are damaged, move them away and the run starts "
+                "afresh (or from an older copy you put back); if the cause is the machine "
+                "(memory, storage, permissions), fix it and rerun."
             )
         if steps and step is None:
             self.log(

@@ -6,9 +6,9 @@ seed, in one workdir; `bert_jax.finetune_sweep` runs a grid of them. Tasks plug 
 `bert_jax.data.tasks.registry` (examples -> features -> metrics; contracts in tasks/common.py).
 
 Data order: the training rows are shuffled per epoch by a pure function of (seed, epoch), and an
-epoch is `len(train) // batch_size` steps: each epoch's last `len(train) % batch_size` rows (others
-each epoch) wait for the next epoch's shuffle, so that every epoch ends on a step, where it is
-evaluated and checkpointed, and a run killed mid-epoch resumes exactly at the step it saved.
+epoch is `len(train) // batch_size` steps: the last `len(train) % batch_size` rows of each epoch's
+permutation (other rows each epoch) are left out of it, so that every epoch ends on a step, where it
+is evaluated and checkpointed, and a run killed mid-epoch resumes exactly at the step it saved.
 (The original run_classifier.py evaluates only at the end and runs int(N * epochs / batch)
 steps over a repeated dataset, batches crossing epochs: at most num_epochs - 1 steps more
 than here; it matters only when the training set is a few batches.)

@@ -336,16 +336,19 @@ def resolve(mode: str, *, mesh_ok: bool = True) -> str:
     process would train a model of its own, or fail to save a pmap state), and so is the mesh
     where it is not offered (`mesh_ok=False`: fine-tuning runs in one process)."""
     hosts = jax.process_count()
+    if not mesh_ok and hosts > 1:
+        raise ValueError(
+            f"fine-tuning runs in one process (train.parallel={mode!r}: 'jit' or 'pmap' over its "
+            f"devices), and this run has {hosts}: start it without --multihost/--num_processes."
+        )
     if mode == "auto":
         if hosts == 1:
             return "pmap" if jax.local_device_count() > 1 else "jit"
-        mode = "mesh"
+        return "mesh"
     if mode == "mesh" and not mesh_ok:
         raise ValueError(
-            f"train.parallel={mode!r}: fine-tuning runs in one process, with 'jit' or 'pmap' "
-            "over its devices" + (f" (this run has {hosts} processes: start it without "
-                                  "--multihost/--num_processes)" if hosts > 1 else "") + "."
-        )  # fmt: skip
+            "train.parallel='mesh' is for pre-training; fine-tune with 'jit', 'pmap' or 'auto'."
+        )
     if mode in ("jit", "pmap") and hosts > 1:
         raise ValueError(
             f"train.parallel={mode!r} runs within one process: with {hosts} processes each "

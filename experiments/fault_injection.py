@@ -202,10 +202,11 @@ def sigterm_test(root, data, reference, log) -> bool:
 CORRUPTIONS = ("leftover temp dir", "empty step dir", "truncated file", "flipped bytes")
 
 
-def corrupt(checkpoints_dir: pathlib.Path, kind: str) -> int:
-    """Damages the newest checkpoint (or adds a newer bad one); returns the step hit."""
+def corrupt(checkpoints_dir: pathlib.Path, kind: str, step: int | None = None) -> int:
+    """Damages the newest checkpoint (or adds a newer bad one; or damages `step`'s files);
+    returns the step hit."""
     steps = sorted(int(p.name) for p in checkpoints_dir.iterdir() if p.name.isdigit())
-    newest = steps[-1]
+    newest = steps[-1] if step is None else step
     if kind == "leftover temp dir":
         (checkpoints_dir / f"{newest + 5}.orbax-checkpoint-tmp-1234").mkdir()
         return newest + 5

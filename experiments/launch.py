@@ -189,11 +189,16 @@ def _is_writer() -> bool:
     return True
 
 
+def is_finetuning(job: Job) -> bool:
+    """Whether `job` fine-tunes (configs/finetune.py), which runs in one process."""
+    return job.config.split(":")[0].endswith("finetune.py")
+
+
 def placement(job: Job, multihost: bool) -> tuple[bool, bool]:
     """(whether this process runs `job`, whether with --multihost). Pre-training runs on every
     host of a multi-host job; fine-tuning runs in one process (bert_jax.finetune refuses
     several): the first host runs it on its own devices, the others have nothing to do."""
-    if multihost and job.config.split(":")[0].endswith("finetune.py"):
+    if multihost and is_finetuning(job):
         return _is_writer(), False
     return True, multihost
 
@@ -297,7 +302,7 @@ def _run_jobs(root, waiting, running, *, status, done, parallel, log, multihost)
             elif len(running) < parallel and all(d in done for d in job.after):
                 waiting.remove(job)
                 log(f"[start] {job.name}")
-                running.append(Running(root, job, multihost, parallel))
+                running.append(Running(root, job, placement(job, multihost)[1], parallel))
         if not running:
             if waiting:  # dependencies neither done nor in this run (--only)
                 for job in waiting:
@@ -382,7 +387,10 @@ _WORKER_URL = (
 
 
 def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Path]:
-    """A script that runs each job on every worker of a TPU pod slice, one job after another."""
+    """A script that runs each pre-training job on every worker of a TPU pod slice, one job
+    after another. Fine-tuning runs in one process, which a pod slice's workers (one TPU
+    system) do not run alone: its jobs are listed, commented, to run on one machine (a
+    single-host TPU VM, a GPU box) once the pre-training jobs are done, by the launcher."""
     out = root / "tpu"
     out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -390,7 +398,8 @@ def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Pat
         "# Usage: TPU_NAME=my-pod ZONE=us-central2-b REPO_DIR='~/bert-jax' bash launch_tpu.sh",
         "set -euo pipefail",
     ]
-    for group in stages(jobs):
+    later = [j for j in jobs if is_finetuning(j)]
+    for group in stages([j for j in jobs if not is_finetuning(j)]):
         for job in group:
             # The worker's number (TPU VMs set no variable for it; JAX reads the same
             # metadata): only worker 0 records the job. \$ leaves $(...) to the worker's shell.
@@ -403,6 +412,13 @@ def emit_tpu(root: pathlib.Path, spec: str, jobs: list[Job]) -> list[pathlib.Pat
                 f'gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all '
                 f'--command="{remote}"'
             )
+    if later:
+        lines += [
+            f"# Then the {len(later)} fine-tuning jobs, on one machine that sees the root (one "
+            "process each; the launcher skips the jobs done above):",
+            f"#   python experiments/launch.py --sweep={shlex.quote(spec)} "
+            f"--root={shlex.quote(str(root))}",
+        ]
     path = out / "launch_tpu.sh"
     path.write_text("\n".join(lines) + "\n")
     return [path]

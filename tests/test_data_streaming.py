@@ -163,7 +163,9 @@ def test_chunk_chars_changes_the_data_and_is_recorded(enwiki_text, small_vocab, 
     assert "chunk_chars" not in default["args"] and small["args"]["chunk_chars"] == 2_000
     name = default["train_files"][0]
     assert (tmp_path / "default" / name).read_bytes() != (tmp_path / "small" / name).read_bytes()
-    with pytest.raises(ValueError, match="chunk_chars"):  # not "already prepared"
+    with pytest.raises(
+        ValueError, match=r"'chunk_chars': \(2000, None\)"
+    ):  # not "already prepared"
         prepare.prepare(str(text), tmp_path / "small", **kwargs)
 
 

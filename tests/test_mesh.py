@@ -86,7 +86,7 @@ def test_several_processes_never_run_jit_alone_nor_a_mesh_that_splits_a_batch_sl
     refused, fine-tuning (no mesh) is refused, and so is a mesh whose batch axes are not a
     multiple of the processes (each process feeds its own rows)."""
     assert parallel.resolve("auto") == "pmap"  # 8 fake devices here
-    with pytest.raises(ValueError, match="fine-tuning runs in one process"):
+    with pytest.raises(ValueError, match="'mesh' is for pre-training"):
         parallel.resolve("mesh", mesh_ok=False)
     monkeypatch.setattr(jax, "local_device_count", lambda: 1)
     assert parallel.resolve("auto") == "jit" and parallel.resolve("jit") == "jit"
@@ -95,8 +95,9 @@ def test_several_processes_never_run_jit_alone_nor_a_mesh_that_splits_a_batch_sl
     for mode in ("jit", "pmap"):
         with pytest.raises(ValueError, match="each would train a separate model"):
             parallel.resolve(mode)
-    with pytest.raises(ValueError, match="this run has 2 processes"):
-        parallel.resolve("auto", mesh_ok=False)
+    for mode in ("auto", "jit"):
+        with pytest.raises(ValueError, match=rf"parallel='{mode}'.*this run has 2: start it"):
+            parallel.resolve(mode, mesh_ok=False)
     assert parallel.batch_divisor("mesh", parallel.make_mesh(4, 1, 2)) == 4
     with pytest.raises(ValueError, match=r"data x fsdp = 1\) are not a multiple of the 2"):
         parallel.batch_divisor("mesh", parallel.make_mesh(1, 1, 8))

@@ -118,6 +118,15 @@ def test_when_no_step_reads_nothing_is_moved_and_the_error_says_what_to_do(tmp_p
     os.rename(directory / "5", tmp_path / "moved_away")  # what the message tells the user
     state, messages = _restore(directory)
     assert state is None and not any("corrupt" in m for m in messages)
+    # A corrupt step among unreadable ones is set aside, and the error says so.
+    other = tmp_path / "other"
+    other.mkdir()
+    directory, _ = _saved(other)
+    for step, kind in ((15, "truncated file"), (10, "flipped bytes"), (5, "truncated file")):
+        fault_injection.corrupt(directory, kind, step=step)
+    with pytest.raises(checkpoints.CheckpointReadError, match=r"steps \[10\] were corrupt"):
+        _restore(directory)
+    assert sorted(os.listdir(directory)) == ["15", "5"]
 
 
 def test_hosts_agree_to_set_aside_a_step_another_host_could_not_read(tmp_path, monkeypatch):
@@ -139,6 +148,11 @@ def test_hosts_agree_to_set_aside_a_step_another_host_could_not_read(tmp_path, m
     assert gathered == [0, 0]  # step 15 read here; step 10 too
     assert int(state["step"]) == 10 and barriers == ["quarantine checkpoint 15"]
     assert any("another host could not read it" in m for m in messages), messages
+    assert sorted(os.listdir(directory)) == ["10", "5"]
+    # A machine error on the other host: this one stops too, moving nothing.
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda o: np.array([int(o), 3]))
+    with pytest.raises(RuntimeError, match="another host failed to restore checkpoint"):
+        _restore(directory)
     assert sorted(os.listdir(directory)) == ["10", "5"]
 
 

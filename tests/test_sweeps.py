@@ -249,6 +249,17 @@ def test_dry_runs_and_refused_sweeps_write_nothing(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "to run" in out.stdout and not root.exists()
+    # A workdir holding a failed run of another command: refused before anything is written.
+    first = launch.load_sweep(spec).jobs[0].name
+    (root / first).mkdir(parents=True)
+    other = {"status": "failed", "command": ["python", "-m", "bert_jax.main", "--config=x.py"]}
+    (root / first / "launch.json").write_text(json.dumps(other))
+    refused = subprocess.run(
+        [sys.executable, "experiments/launch.py", f"--sweep={spec}", f"--root={root}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "another command" in refused.stderr, refused.stderr[-2000:]
+    assert sorted(p.name for p in root.iterdir()) == [first.split("/")[0]]  # no sweep.json
 
 
 def test_cluster_scripts(tmp_path):
@@ -274,8 +285,9 @@ def test_cluster_scripts(tmp_path):
     assert "--dependency=afterok:$s0" in submit
     (tpu,) = launch.emit_tpu(tmp_path, "configs/sweeps/x.py:a=1", jobs)
     lines = [x for x in tpu.read_text().splitlines() if x.startswith("gcloud")]
-    assert len(lines) == 3 and all("--worker=all" in x for x in lines)
-    assert "--job=c" in lines[-1]  # the dependent job last
+    assert len(lines) == 2 and all("--worker=all" in x for x in lines)
+    # The fine-tuning job runs in one process: left to the launcher on one machine, after.
+    assert "--job=c" not in tpu.read_text() and "Then the 1 fine-tuning jobs" in tpu.read_text()
     # What each worker is sent, the script run with a stand-in gcloud: the worker's own shell
     # expands ~ and finds its worker number (only worker 0 records the job).
     stub = f"gcloud() {{ printf '%s\\n' \"$@\"; }}; REPO_DIR='~/bert-jax'; source {tpu}"

@@ -123,6 +123,8 @@ def prepare(
     if chunk_chars != streaming.DEFAULT_CHUNK_CHARS:  # (absent at the default: older data matches)
         args["chunk_chars"] = chunk_chars
     out = pathlib.Path(output_dir)
+    if (out / "stats.json").exists():  # built: no lock needed (the directory may be read-only)
+        return _existing(out / "stats.json", args)
     out.parent.mkdir(parents=True, exist_ok=True)
     # The lock lives beside the output, never inside what is built and renamed: a process that
     # waited for it finds the output complete or not begun, never half-way through the rename.
@@ -178,7 +180,8 @@ def _existing(stats_file: pathlib.Path, args: dict) -> dict:
     if stats.get("args") == args:
         print(f"{stats_file.parent}: already prepared ({stats['summary']}).")
         return stats
-    differ = {k: (stats.get("args", {}).get(k), v) for k, v in args.items()}
+    found = stats.get("args", {})
+    differ = {k: (found.get(k), args.get(k)) for k in sorted(set(found) | set(args))}
     differ = {k: v for k, v in differ.items() if v[0] != v[1]}
     raise ValueError(
         f"{stats_file.parent} holds data prepared with other arguments (name: (found, "
