@@ -277,7 +277,7 @@ def run_jobs(
     saves a checkpoint and exits), waits for them and records them failed: a rerun resumes them,
     and no job runs on unrecorded beside a second copy of itself."""
     status: dict[str, str] = {}
-    waiting = list(jobs)
+    waiting = [j for j in jobs if placement(j, multihost)[0]]  # the others run on host 0
     running: list[Running] = []
     try:
         _run_jobs(root, waiting, running, status=status, done=done, parallel=parallel, log=log,
