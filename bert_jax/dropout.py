@@ -29,9 +29,24 @@ def _fmix32(h: Array) -> Array:
 
 
 def hash_bits(shape: tuple[int, ...], seeds: Array) -> Array:
-    """uint32 words of `shape`, one per element: fmix32(fmix32(index + seeds[0]) ^ seeds[1])."""
-    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    return _fmix32(_fmix32(index + seeds[0]) ^ seeds[1])
+    """uint32 words of `shape`, one per element: fmix32(fmix32(index + seeds[0]) ^ seeds[1]).
+
+    An array of 2^32 elements or more (attention probabilities of a large global batch under
+    the mesh) would repeat a 32-bit index: there the index is split into the leading dimensions'
+    index and the rest's, each hashed, fmix32(fmix32(rest + seeds[0]) ^ fmix32(lead ^ seeds[1]))."""
+    if math.prod(shape) < 2**32:
+        index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+        return _fmix32(_fmix32(index + seeds[0]) ^ seeds[1])
+    k = next((k for k in range(1, len(shape)) if math.prod(shape[k:]) < 2**32
+              and math.prod(shape[:k]) < 2**32), None)  # fmt: skip
+    if k is None:
+        raise ValueError(f"dropout on an array of shape {shape}: no split into leading and "
+                         "trailing dimensions of fewer than 2^32 elements each.")  # fmt: skip
+    lead = jax.lax.iota(jnp.uint32, math.prod(shape[:k])).reshape(
+        shape[:k] + (1,) * (len(shape) - k)
+    )
+    rest = jax.lax.iota(jnp.uint32, math.prod(shape[k:])).reshape(shape[k:])
+    return _fmix32(_fmix32(rest + seeds[0]) ^ _fmix32(lead ^ seeds[1]))
 
 
 class HashDropout(nn.Module):
@@ -49,4 +64,6 @@ class HashDropout(nn.Module):
         seeds = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
         threshold = jnp.uint32(min(round(keep * 2.0**32), 2**32 - 1))
         mask = hash_bits(x.shape, seeds) < threshold
-        return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+        # The scale in float32 (1 / 0.9 rounded to bfloat16 would bias every kept value).
+        kept = (x.astype(jnp.float32) / keep).astype(x.dtype)
+        return jnp.where(mask, kept, jnp.zeros_like(x))

@@ -203,7 +203,10 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
                 f"[{low}, {high}) ({len(bad)} such values in the batch); {fix}"
             )
 
-    for name in ("input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids"):
+    for name in ("input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                 "masked_lm_weights", "next_sentence_labels", "position_ids",
+                 "next_sentence_positions", "next_sentence_weights"):  # fmt: skip
+        # (numpy would broadcast a one-row array over the batch in the loss, silently)
         if name in batch and batch[name].shape[0] != ids.shape[0]:
             raise ValueError(f"{where}: {name} has {batch[name].shape[0]} rows, input_ids "
                              f"{ids.shape[0]}; the records are malformed.")  # fmt: skip
@@ -231,6 +234,18 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
         refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,
                f"positions index the {seq} tokens of a sequence.")  # fmt: skip
         refuse("masked_lm_ids", batch["masked_lm_ids"], 0, vocab_size, vocab_fix)
+        if "masked_lm_weights" in batch:  # a scored prediction at a padding position
+            positions, weights = batch["masked_lm_positions"], batch["masked_lm_weights"]
+            padding = np.take_along_axis(mask, positions, axis=1) == 0
+            bad = np.argwhere(padding & (weights > 0))
+            if len(bad):
+                row, j = (int(i) for i in bad[0])
+                raise ValueError(
+                    f"{where}: masked_lm_positions[{row}, {j}] = {int(positions[row, j])} has "
+                    f"weight {float(weights[row, j])} but is padding (input_mask 0) ({len(bad)} "
+                    "such predictions in the batch); the records are malformed: a prediction "
+                    "must point at one of its row's tokens, or have weight 0."
+                )
     if "next_sentence_labels" in batch:
         refuse("next_sentence_labels", batch["next_sentence_labels"], 0, 2, "labels are 0 or 1.")
 

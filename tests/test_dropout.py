@@ -37,6 +37,32 @@ def test_masks_are_independent_across_neighbours_and_calls():
         assert abs(((bits >> bit) & 1).mean() - 0.5) < 0.003
 
 
+def test_bfloat16_values_are_scaled_by_the_exact_keep_probability():
+    """1 / 0.9 applied in float32, then rounded once: not x / bf16(0.9) = x / 0.8984."""
+    y = np.asarray(_apply(0.1, jnp.ones((1000,), jnp.bfloat16)).astype(jnp.float32))
+    assert set(np.unique(y)) == {0.0, float(jnp.bfloat16(1 / 0.9))}
+
+
+def test_arrays_of_2_to_the_32_elements_do_not_repeat_their_masks():
+    """A 32-bit element counter wraps at 2^32: rows 0 and 1024 of a [1025, 16, 512, 512] array
+    (attention probabilities of a large global batch) used to get the same mask."""
+    seeds = jnp.array([3, 7], jnp.uint32)
+    shape = (1025, 16, 512, 512)  # 4.3e9 elements; XLA computes only the rows taken below
+    rows = jax.jit(lambda s: hash_bits(shape, s)[jnp.array([0, 1024]), 0, :2, :64])(seeds)
+    rows = np.asarray(rows)
+    assert (rows[0] != rows[1]).mean() > 0.99
+    # Below 2^32 elements the hash is unchanged (earlier runs' masks stay the same).
+    small = np.asarray(hash_bits((4, 8), seeds)).ravel()
+    index = np.arange(32, dtype=np.uint32)
+    np.testing.assert_array_equal(small, np.asarray(_reference(index, seeds)))
+
+
+def _reference(index, seeds):
+    from bert_jax.dropout import _fmix32
+
+    return _fmix32(_fmix32(jnp.asarray(index) + seeds[0]) ^ seeds[1])
+
+
 def test_identity_when_deterministic_or_rate_zero_and_zero_at_rate_one():
     x = jnp.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(_apply(0.3, x, deterministic=True), x)

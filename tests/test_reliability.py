@@ -261,6 +261,24 @@ def test_bad_batches_are_refused_naming_the_value(field, index, value, message):
         inputs.check_batch(batch, 100, "training batch of step 3")
 
 
+def test_one_row_arrays_and_predictions_on_padding_are_refused():
+    """A one-row weights or labels array would be broadcast over the batch in the loss; a
+    scored prediction at a padding position reads no token."""
+    batch = _batch()
+    batch["masked_lm_weights"] = np.ones((4, 3), np.float32)
+    inputs.check_batch(batch, 100, "ok")
+    for name in ("masked_lm_weights", "next_sentence_labels"):
+        short = {**batch, name: batch[name][:1]}
+        with pytest.raises(ValueError, match=rf"{name} has 1 rows, input_ids 4"):
+            inputs.check_batch(short, 100, "batch")
+    batch["input_mask"][2, 5:] = 0
+    batch["masked_lm_positions"][2, 1] = 7
+    with pytest.raises(ValueError, match=r"masked_lm_positions\[2, 1\] = 7 has weight 1.0 but is"):
+        inputs.check_batch(batch, 100, "batch")
+    batch["masked_lm_weights"][2, 1] = 0.0  # unscored (the records' own padding predictions)
+    inputs.check_batch(batch, 100, "ok")
+
+
 def test_padding_at_the_end_and_empty_rows_pass_the_batch_check():
     batch = _batch()
     batch["input_mask"][1, 9:] = 0
