@@ -194,14 +194,16 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
     ids, mask = batch["input_ids"], batch["input_mask"]
     seq = ids.shape[1]
 
-    def refuse(name: str, values: np.ndarray, low: int, high: int, fix: str) -> None:
-        bad = np.argwhere((values < low) | (values >= high))
+    def reject(bad: np.ndarray, describe: Callable[..., str], kind: str, fix: str) -> None:
+        """Raises for the first of `bad` (np.argwhere's indices), counting them all."""
         if len(bad):
-            at = tuple(int(i) for i in bad[0])
-            raise ValueError(
-                f"{where}: {name}[{', '.join(map(str, at))}] = {int(values[at])} is outside "
-                f"[{low}, {high}) ({len(bad)} such values in the batch); {fix}"
-            )
+            first = describe(*(int(i) for i in bad[0]))
+            raise ValueError(f"{where}: {first} ({len(bad)} such {kind} in the batch); {fix}")
+
+    def refuse(name: str, values: np.ndarray, low: int, high: int, fix: str) -> None:
+        reject(np.argwhere((values < low) | (values >= high)),
+               lambda *at: f"{name}[{', '.join(map(str, at))}] = {int(values[at])} is outside "
+                           f"[{low}, {high})", "values", fix)  # fmt: skip
 
     for name in ("input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
                  "masked_lm_weights", "next_sentence_labels", "position_ids",
@@ -221,14 +223,10 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
         refuse("input_mask", mask, 0, 2, "input_mask must be 0 or 1.")
         # Padding after the tokens (model.attention 'dot' and 'cudnn' read a row's mask as its
         # length; every BERT pipeline pads at the end).
-        holes = np.argwhere(mask[:, 1:] > mask[:, :-1])
-        if len(holes):
-            row, col = (int(i) for i in holes[0])
-            raise ValueError(
-                f"{where}: input_mask[{row}] has a 1 at position {col + 1} after a 0 at {col} "
-                f"({len(holes)} such rows or gaps in the batch); padding must come after a row's "
-                "tokens, its mask 1s then 0s."
-            )
+        reject(np.argwhere(mask[:, 1:] > mask[:, :-1]),
+               lambda row, col: f"input_mask[{row}] has a 1 at position {col + 1} after a 0 at "
+                                f"{col}", "rows or gaps",
+               "padding must come after a row's tokens, its mask 1s then 0s.")  # fmt: skip
     refuse("segment_ids", batch["segment_ids"], 0, 2, "BERT has two segments (0 and 1).")
     if "masked_lm_positions" in batch:
         refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,
@@ -237,15 +235,12 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
         if "masked_lm_weights" in batch:  # a scored prediction at a padding position
             positions, weights = batch["masked_lm_positions"], batch["masked_lm_weights"]
             padding = np.take_along_axis(mask, positions, axis=1) == 0
-            bad = np.argwhere(padding & (weights > 0))
-            if len(bad):
-                row, j = (int(i) for i in bad[0])
-                raise ValueError(
-                    f"{where}: masked_lm_positions[{row}, {j}] = {int(positions[row, j])} has "
-                    f"weight {float(weights[row, j])} but is padding (input_mask 0) ({len(bad)} "
-                    "such predictions in the batch); the records are malformed: a prediction "
-                    "must point at one of its row's tokens, or have weight 0."
-                )
+            reject(np.argwhere(padding & (weights > 0)),
+                   lambda row, j: f"masked_lm_positions[{row}, {j}] = {int(positions[row, j])} "
+                                  f"has weight {float(weights[row, j])} but is padding "
+                                  "(input_mask 0)", "predictions",
+                   "the records are malformed: a prediction must point at one of its row's "
+                   "tokens, or have weight 0.")  # fmt: skip
     if "next_sentence_labels" in batch:
         refuse("next_sentence_labels", batch["next_sentence_labels"], 0, 2, "labels are 0 or 1.")
 

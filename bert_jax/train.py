@@ -133,17 +133,12 @@ def train_step(
     metrics = losses.pretraining_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     # A non-finite loss or gradient skips the update: params and optimizer state stay as they
-    # were (the loop counts skipped steps and stops after train.max_skipped_steps in a row).
+    # were (the loop counts skipped steps and stops after train.max_skipped_steps in a row;
+    # accumulating, optim.update_if_finite adds zeros to the window instead).
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    apply = finite
-    if isinstance(optimizer, optax.MultiSteps):
-        # Accumulating, a non-finite micro-batch adds zeros to its window (whose mean is over
-        # all k) rather than stopping the counter: the windows keep ending on multiples of k.
-        grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
-        apply = jnp.array(True)
     norms_now = norms_every == 1 or (state["step"] + 1) % norms_every == 0
     params, opt_state, metrics["update_norm"] = optim.update_if_finite(
-        optimizer, apply, grads, state["opt_state"], state["params"], with_norm=norms_now
+        optimizer, finite, grads, state["opt_state"], state["params"], with_norm=norms_now
     )
     metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     # Sequences trained on: the rows, or the instances of packed rows (data/packing.py).
