@@ -2,9 +2,10 @@
 
 BERT's BasicTokenizer (clean text, pad CJK characters, lowercase + strip accents, split on
 whitespace and punctuation) is `BertNormalizer` + `BertPreTokenizer`; its WordpieceTokenizer
-(greedy longest match, `##` continuations, words over 100 characters -> [UNK]) is the `WordPiece`
-model. Token ids are always looked up in the vocab, never hard-coded: bert-base-uncased has
-[PAD]=0, [UNK]=100, [CLS]=101, while vocabs trained here put the special tokens first.
+(greedy longest match, `##` continuations, words over 100 characters -> [UNK] as in Hugging
+Face's; the original's limit is 200) is the `WordPiece` model. Token ids are always looked up
+in the vocab, never hard-coded: bert-base-uncased has [PAD]=0, [UNK]=100, [CLS]=101, while
+vocabs trained here put the special tokens first.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from tokenizers import (
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 # Trained vocabs list these first, in this order, so [PAD] is id 0 (zero padding = [PAD]).
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
-MAX_INPUT_CHARS_PER_WORD = 100  # as in BERT's WordpieceTokenizer
+# Longer words -> [UNK]: Hugging Face's value (the parity target); the original Python
+# WordpieceTokenizer's is 200, so a word of 101-200 characters is [UNK] here and split there.
+MAX_INPUT_CHARS_PER_WORD = 100
+# A trained vocab's alphabet covers at least this fraction of the corpus's characters.
+ALPHABET_COVERAGE = 0.9995
 _TRAIN_BATCH = 1000  # sentences per batch handed to the Rust trainer
 _WORD_CACHE_LIMIT = 500_000  # distinct words SentenceEncoder keeps (~60 MB) before it starts afresh
 _WORDS_PER_CALL = 64  # words joined into one tokenizer input by SentenceEncoder
@@ -132,13 +137,17 @@ def _lines(path: str) -> Iterator[str]:
 
 
 def _fixed_alphabet(
-    batches: Iterable[list[str]], tokenizer: Tokenizer, limit: int
+    batches: Iterable[list[str]], tokenizer: Tokenizer, limit: int, room: int
 ) -> tuple[list[str], list[str]]:
     """The trainer's alphabet and `##` continuation symbols, computed in a fixed order.
 
-    HF's trainer numbers `##x` symbols in hash-map order, and ties between equally frequent
-    merges are broken by those numbers, so two runs on the same text give different vocabs.
-    Registering the symbols up front, sorted, makes training deterministic.
+    The alphabet is the `limit` most frequent characters, and more while it covers less than
+    ALPHABET_COVERAGE of the corpus's characters (a Chinese corpus needs its thousands of common
+    characters: each is a word of its own and enters the vocab only through the alphabet); those
+    extra characters and their `##` symbols stay within `room` vocab entries. HF's trainer
+    numbers `##x` symbols in hash-map order, and ties between equally frequent merges are
+    broken by those numbers, so two runs on the same text give different vocabs. Registering the
+    symbols up front, sorted, makes training deterministic.
     """
     words: collections.Counter[str] = collections.Counter()
     for batch in batches:
@@ -151,8 +160,16 @@ def _fixed_alphabet(
         for ch in word:
             counts[ch] += n
         continuing.update(word[1:])
-    # The `limit` most frequent characters (ties by code point), like limit_alphabet.
-    alphabet = sorted(sorted(counts, key=lambda ch: (-counts[ch], ch))[:limit])
+    ranked = sorted(counts, key=lambda ch: (-counts[ch], ch))  # ties by code point
+    total, covered, size, taken = sum(counts.values()), 0, 0, 0
+    for ch in ranked:
+        if taken >= limit and covered >= ALPHABET_COVERAGE * total:
+            break
+        cost = 1 + (ch in continuing)
+        if taken >= limit and size + cost > room:
+            break
+        covered, size, taken = covered + counts[ch], size + cost, taken + 1
+    alphabet = sorted(ranked[:taken])
     return alphabet, ["##" + ch for ch in alphabet if ch in continuing]
 
 
@@ -174,7 +191,10 @@ def train_wordpiece(
     fresh iterator over documents (a streamed corpus too big for memory), or paths of text files
     (one sentence per line). `output_path` is the vocab file, or a folder to hold `vocab.txt`.
     Special tokens come first, so [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. The same text
-    and arguments always give the same vocab.
+    and arguments always give the same vocab. The alphabet holds the `limit_alphabet` most
+    frequent characters and more, up to 99.95% of the text's characters (see `_fixed_alphabet`);
+    rarer characters become [UNK]. The vocab comes out smaller than `vocab_size` when the text
+    offers no more pieces seen `min_frequency` times.
     """
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size={vocab_size} leaves no room next to {SPECIAL_TOKENS}.")
@@ -204,7 +224,10 @@ def train_wordpiece(
         documents = source if isinstance(source, (Sequence, _Restartable)) else list(source)
     tokenizer = _configure(Tokenizer(models.WordPiece(unk_token=UNK)), lowercase, strip_accents, {})
     alphabet, continuing = _fixed_alphabet(
-        _sentence_batches(documents, files), tokenizer, limit_alphabet
+        _sentence_batches(documents, files),
+        tokenizer,
+        limit_alphabet,
+        room=vocab_size - len(SPECIAL_TOKENS),
     )
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,

@@ -108,6 +108,16 @@ def test_text_format_round_trip_lee_background_and_jsonl(tmp_path):
     counts = {}
     assert list(corpus.iter_jsonl(jsonl, counts=counts)) == [["One.", "Two.", "Three."]]
     assert counts == {"bad_json_lines": 2}
+    # Scraped JSON with an emoji cut in half (a lone surrogate escape): dropped and counted,
+    # and the text can be written (it used to raise UnicodeEncodeError in write_text).
+    jsonl.write_text('{"text": "Broken emoji\\ud83d here. Fine."}\n')
+    counts = {}
+    docs = list(corpus.iter_jsonl(jsonl, counts=counts))
+    assert docs == [["Broken emoji here.", "Fine."]] and counts == {"invalid_utf8_lines": 1}
+    assert corpus.read_text(corpus.write_text(docs, tmp_path / "j.txt")) == docs
+    # Undecodable bytes in the original format are dropped, as the original reader does.
+    (tmp_path / "bad.txt").write_bytes(b"Bad \xff byte.\nOk.\n\nNext doc.\n")
+    assert corpus.read_text(tmp_path / "bad.txt") == [["Bad  byte.", "Ok."], ["Next doc."]]
 
 
 def test_peoples_daily_reader_keeps_word_boundaries():

@@ -250,3 +250,31 @@ def test_phases_switch_at_the_configured_step():
     assert kwargs["masking_split"] == "80/10/10" and kwargs["next_sentence"] is True
     assert json.dumps(kwargs)  # plain values, fit for stats.json args
     assert np.isclose(kwargs["masked_lm_prob"], 0.15)
+
+
+def test_a_big_first_document_is_chunked_with_another():
+    # A document alone holding chunk_chars characters must not form a one-document chunk (it
+    # was yielded alone and skipped: none of its sentences made an instance).
+    docs = [["x" * 50], ["a"], ["b"], ["c"]]
+    out = [[len(d[0]) for d in chunk] for chunk in streaming.chunks(iter(docs), 10)]
+    assert out == [[50, 1], [1, 1]]
+    assert [len(c) for c in streaming.chunks(iter([["x" * 50]]), 10)] == [1]  # the whole input
+
+
+def test_unicode_whitespace_lines_end_documents(tmp_path):
+    # Python's str.strip() (the original reader's rule) sees NBSP / ideographic-space lines as
+    # blank; bytes.strip() did not, and merged the two documents.
+    path = tmp_path / "c.txt"
+    path.write_text(
+        "Doc one.\nMore one.\n\u3000\u3000\nDoc two.\n\u00a0\nDoc three.\n", encoding="utf-8"
+    )
+    expected = [["Doc one.", "More one."], ["Doc two."], ["Doc three."]]
+    assert corpus.read_text(path) == expected
+    offsets = streaming.document_offsets(path)
+    counts = streaming.new_read_counts()
+    docs = [
+        d
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+        for d in streaming.iter_documents(path, int(a), int(b), counts)
+    ]
+    assert len(offsets) == 4 and docs == expected

@@ -30,16 +30,17 @@ _DROP_TAGS = frozenset(
 _LIST_TAGS = frozenset({"li", "dt", "dd"})  # wiki list items: `*`, `#`, `;`, `:`
 # Links that render as no prose: categories, files, interlanguage links (`[[fr:...]]`).
 _NON_PROSE_LINK = re.compile(r"\s*:?\s*(category|file|image|media|[a-z]{2,3}(-[a-z]+)*)\s*:", re.I)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone halves of a UTF-16 pair, unencodable
 _LIST_MARK = "\x00"  # stands in for a list bullet so the whole list line can be dropped later
 _MIN_PARAGRAPH_WORDS = 3  # shorter lines left after stripping are captions and stray fragments
 
 
-def _open_text(path: pathlib.Path, encoding: str = "utf-8"):
+def _open_text(path: pathlib.Path, encoding: str = "utf-8", errors: str = "strict"):
     if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding=encoding)
+        return bz2.open(path, "rt", encoding=encoding, errors=errors)
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding=encoding)
-    return open(path, encoding=encoding)
+        return gzip.open(path, "rt", encoding=encoding, errors=errors)
+    return open(path, encoding=encoding, errors=errors)
 
 
 def _open_binary(path: pathlib.Path):
@@ -145,9 +146,10 @@ def read_wikipedia_xml(path: str | os.PathLike) -> list[Document]:
 
 
 def iter_text(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[Document]:
-    """Streams the original BERT format: one sentence per line, blank line between documents."""
+    """Streams the original BERT format: one sentence per line, blank line between documents.
+    Undecodable bytes are dropped, as the original reader does."""
     doc: Document = []
-    with _open_text(pathlib.Path(path), encoding) as f:
+    with _open_text(pathlib.Path(path), encoding, errors="ignore") as f:
         for raw in f:
             line = raw.strip()
             if line:
@@ -258,7 +260,8 @@ def iter_jsonl(
     path: str | os.PathLike, field: str = "text", counts: dict[str, int] | None = None
 ) -> Iterator[Document]:
     """JSON Lines, one document per line in `field`; paragraphs split at newlines, then into
-    sentences. Lines that are not JSON objects with a string `field` are skipped and counted."""
+    sentences. Lines that are not JSON objects with a string `field` are skipped and counted;
+    lone surrogate escapes (an emoji cut in half, "\\ud83d") are dropped and counted."""
     counts = {} if counts is None else counts
     with _open_binary(pathlib.Path(path)) as f:
         for raw in f:
@@ -271,6 +274,9 @@ def iter_jsonl(
             except (ValueError, KeyError, TypeError, IndexError):
                 counts["bad_json_lines"] = counts.get("bad_json_lines", 0) + 1
                 continue
+            if _SURROGATE.search(text):
+                text = _SURROGATE.sub("", text)
+                counts["invalid_utf8_lines"] = counts.get("invalid_utf8_lines", 0) + 1
             doc = [s for p in text.split("\n") for s in split_sentences(p)]
             if doc:
                 yield doc

@@ -53,13 +53,20 @@ def new_read_counts() -> dict[str, int]:
     return dict.fromkeys(READ_COUNTS, 0)
 
 
+def _blank(raw: bytes) -> bool:
+    """Whether a line is blank as Python's str.strip() sees it (the original reader's rule):
+    a line of only NBSP or ideographic spaces ends a document too, not just ASCII whitespace."""
+    stripped = raw.strip()
+    return not stripped or (not stripped.isascii() and not stripped.decode("utf-8", "ignore").strip())
+
+
 def document_offsets(path: str | os.PathLike) -> np.ndarray:
     """Byte offsets of each document's first line, then the file size (int64)."""
     offsets = []
     pos, in_doc = 0, False
     with open(path, "rb") as f:
         for raw in f:
-            blank = not raw.strip()
+            blank = _blank(raw)
             if not blank and not in_doc:
                 offsets.append(pos)
             in_doc = not blank
@@ -113,7 +120,7 @@ def iter_documents(
             if pos >= end and not lines:
                 break
             pos += len(raw)
-            if not raw.strip():  # a blank line ends the document (same rule as the index)
+            if _blank(raw):  # a blank line ends the document (same rule as the index)
                 if doc:
                     yield doc
                 elif lines:
@@ -134,10 +141,11 @@ def iter_documents(
 
 def chunks(documents: Iterator[list[str]], chunk_chars: int) -> Iterator[list[list[str]]]:
     """Groups documents into chunks of >= chunk_chars characters; never a one-document chunk
-    unless the whole input is one document (NSP needs another document to draw from)."""
+    unless the whole input is one document (NSP needs another document to draw from), even when
+    one document alone holds chunk_chars characters."""
     chunk, size, tail = [], 0, []
     for doc in documents:
-        if size < chunk_chars:
+        if size < chunk_chars or len(chunk) < 2:
             chunk.append(doc)
             size += sum(map(len, doc))
         else:
