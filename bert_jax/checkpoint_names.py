@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -343,8 +344,23 @@ _ARCHITECTURES = {
     "pretraining": "BertForPreTraining",
     "masked_lm": "BertForMaskedLM",
     "next_sentence": "BertForNextSentencePrediction",
-    "classifier": "BertForSequenceClassification",
     "qa": "BertForQuestionAnswering",
+}
+# A `classifier` head is [H, labels] in every one of these, so the tensors cannot tell them
+# apart: the source's config has to (HF `architectures`, a fine-tuning run's task).
+CLASSIFIER_ARCHITECTURES = (
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertForMultipleChoice",
+)
+# A fine-tuning run's task head (`bert_jax.finetune.make_model`) -> the Hugging Face class.
+FINETUNE_ARCHITECTURES = {
+    "classification": "BertForSequenceClassification",
+    "regression": "BertForSequenceClassification",
+    "multilabel": "BertForSequenceClassification",
+    "token": "BertForTokenClassification",
+    "choice": "BertForMultipleChoice",
+    "span": "BertForQuestionAnswering",
 }
 
 
@@ -401,7 +417,25 @@ def _refuse_causal(config: BertConfig) -> None:
         )
 
 
-def config_to_hf(config: BertConfig, heads: list[str], num_labels: int = 0) -> dict:
+def hf_architectures(heads: list[str], classifier: str | None = None) -> list[str]:
+    """The Hugging Face classes of `heads`; `classifier` names the class of a classifier head."""
+    if "classifier" in heads and classifier not in CLASSIFIER_ARCHITECTURES:
+        raise ValueError(
+            f"the params have a classifier head and architecture={classifier!r} does not say "
+            "which kind: the same [H, labels] tensors serve sequence, token and multiple-choice "
+            f"classification. Pass architecture= (--architecture), one of "
+            f"{list(CLASSIFIER_ARCHITECTURES)}."
+        )
+    if classifier is not None and "classifier" not in heads:
+        raise ValueError(
+            f"architecture={classifier!r} names a classifier head, but the params have none "
+            f"(heads: {heads or 'none'}); leave it out."
+        )
+    names = [classifier if h == "classifier" else _ARCHITECTURES[h] for h in heads]
+    return names or ["BertModel"]
+
+
+def config_to_hf(config: BertConfig, architectures: list[str], num_labels: int = 0) -> dict:
     _refuse_causal(config)
     if config.position_embedding_type != "learned":
         raise ValueError(
@@ -409,7 +443,7 @@ def config_to_hf(config: BertConfig, heads: list[str], num_labels: int = 0) -> d
             "has only learned ('absolute') positions, so this model cannot be exported."
         )
     out = {
-        "architectures": [_ARCHITECTURES[h] for h in heads] or ["BertModel"],
+        "architectures": architectures,
         "model_type": "bert",
         "hidden_act": "gelu",
         "position_embedding_type": "absolute",
@@ -428,7 +462,15 @@ def config_to_tf(config: BertConfig) -> dict:
         raise ValueError("sinusoidal positions have no original-BERT equivalent; cannot export.")
     out = {k: getattr(config, k) for k in _HF_FIELDS if k != "layer_norm_eps"}
     out["hidden_act"] = "gelu"
-    # The original code hard-codes 1e-12; the key is written only when it differs.
+    # The original code hard-codes 1e-12; the key is written only when it differs, for readers
+    # that honour it (ours, transformers' TF loader), but modeling.py ignores it.
     if config.layer_norm_eps != 1e-12:
         out["layer_norm_eps"] = config.layer_norm_eps
+        warnings.warn(
+            f"layer_norm_eps={config.layer_norm_eps} is written to bert_config.json, but the "
+            "original BERT's modeling.py ignores that key and uses 1e-12: run there, every "
+            "LayerNorm of this model normalises with another epsilon and the outputs differ "
+            "(most where a row's variance is small). Load it with bert_jax or transformers.",
+            stacklevel=3,
+        )
     return out

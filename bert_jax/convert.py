@@ -7,6 +7,8 @@ TF checkpoint (bert_config.json + bert_model.ckpt.*; a directory or the prefix),
 workdirs (config.json + checkpoints/<step>/, e.g. a pre-training run or a `--format=ours` export).
 OUT_DIR receives: hf: config.json, model.safetensors, vocab.txt, tokenizer_config.json;
 tf: bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json, vocab.txt; ours: see `save_ours`.
+A classifier head exports as the class the source names (HF `architectures`, a fine-tuning run's
+task); --architecture=BertForTokenClassification (etc.) names it where the source does not.
 
 Conversion is the table in `naming_table` and nothing else: every tensor in a file is mapped,
 or skipped for a stated reason (optimizer slots, buffers), or refused; every shape is checked
@@ -24,25 +26,39 @@ import shutil
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from bert_jax import weights_io
+from bert_jax import hf_tokenizer_files, weights_io
 from bert_jax.checkpoint_names import (
+    CLASSIFIER_ARCHITECTURES,
+    FINETUNE_ARCHITECTURES,
     config_from_hf,
     config_from_tf,
     config_to_hf,
     config_to_tf,
     heads_of,
+    hf_architectures,
     make_config,
     naming_table,
     tensors_to_params,
     tf_skip_reason,
 )
-from bert_jax.model import BertConfig, has_stacked_layers, stack_layers, unstack_layers
+from bert_jax.model import (
+    IMPLEMENTATION_FIELDS,
+    BertConfig,
+    has_stacked_layers,
+    stack_layers,
+    unstack_layers,
+)
 
 
 @dataclasses.dataclass
 class Loaded:
     """A checkpoint in our terms. `params` has `bert` plus whichever of `cls`, `classifier`,
-    `qa_outputs` the file held; `heads` names them; `report` lists what was skipped and why."""
+    `qa_outputs` the file held; `heads` names them; `report` lists what was skipped and why.
+
+    `config` is the architecture with the default compute settings (float32, no scan).
+    `strip_accents` None follows `lowercase` (BERT's rule). `architecture` is the Hugging Face
+    class the source says the model is (e.g. "BertForTokenClassification"), None if it does not.
+    """
 
     config: BertConfig
     params: dict
@@ -50,16 +66,14 @@ class Loaded:
     lowercase: bool
     heads: list[str]
     report: dict
+    strip_accents: bool | None = None
+    architecture: str | None = None
 
 
 # --------------------------------------------------------------------------- import
 
 
-def _read_json(path: pathlib.Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}).") from e
+_read_json = hf_tokenizer_files.read_json
 
 
 def _check_vocab(vocab_file: pathlib.Path | None, config: BertConfig, source: str) -> None:
@@ -75,21 +89,9 @@ def _check_vocab(vocab_file: pathlib.Path | None, config: BertConfig, source: st
         )
 
 
-def _lowercase(directory: pathlib.Path) -> tuple[bool, str]:
-    """do_lower_case from tokenizer_config.json, else guessed from the release's name."""
-    tok = directory / "tokenizer_config.json"
-    if tok.exists() and "do_lower_case" in (d := _read_json(tok)):
-        return bool(d["do_lower_case"]), f"do_lower_case in {tok.name}"
-    name = directory.resolve().name.lower()
-    if "uncased" in name:
-        return True, "'uncased' in the directory name"
-    if "cased" in name:
-        return False, "'cased' in the directory name"
-    return True, "default (no tokenizer_config.json)"
-
-
 def _load_hf(directory: pathlib.Path, strict: bool) -> Loaded:
-    config = config_from_hf(_read_json(directory / "config.json"), str(directory / "config.json"))
+    hf_config = _read_json(directory / "config.json")
+    config = config_from_hf(hf_config, str(directory / "config.json"))
     tensors, files = weights_io.read_hf_weights(directory)
     params, report = tensors_to_params(
         tensors,
@@ -100,11 +102,26 @@ def _load_hf(directory: pathlib.Path, strict: bool) -> Loaded:
         config_file=str(directory / "config.json"),
     )
     report["files"] = [str(f) for f in files]
-    vocab = directory / "vocab.txt" if (directory / "vocab.txt").exists() else None
+    tokenizer_file = directory / "tokenizer.json"
+    tokenizer_json = _read_json(tokenizer_file) if tokenizer_file.is_file() else {}
+    vocab = directory / "vocab.txt"
+    if not vocab.is_file():
+        vocab = hf_tokenizer_files.vocab_from_tokenizer_json(directory, tokenizer_json, report)
     _check_vocab(vocab, config, str(directory / "config.json"))
-    lowercase, why = _lowercase(directory)
-    report["lowercase"] = why
-    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+    lowercase, strip_accents, report["lowercase"] = hf_tokenizer_files.casing(
+        directory, tokenizer_json
+    )
+    architectures = hf_config.get("architectures") or [None]
+    return Loaded(
+        config,
+        params,
+        vocab,
+        lowercase,
+        heads_of(params),
+        report,
+        strip_accents,
+        architectures[0] if len(architectures) == 1 else None,
+    )
 
 
 def _load_tf(prefix: str, strict: bool) -> Loaded:
@@ -128,9 +145,11 @@ def _load_tf(prefix: str, strict: bool) -> Loaded:
         report["notes"].append(f"ignored {config_file.name} keys (not used by BERT): {ignored}")
     vocab = directory / "vocab.txt" if (directory / "vocab.txt").exists() else None
     _check_vocab(vocab, config, str(config_file))
-    lowercase, why = _lowercase(directory)
-    report["lowercase"] = why
-    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+    lowercase, strip_accents, report["lowercase"] = hf_tokenizer_files.casing(directory, {})
+    heads = heads_of(params)
+    # The TF names of the classifier (output_weights/output_bias) are run_classifier.py's.
+    architecture = "BertForSequenceClassification" if "classifier" in heads else None
+    return Loaded(config, params, vocab, lowercase, heads, report, strip_accents, architecture)
 
 
 def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
@@ -140,6 +159,11 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
     step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
     raw = unstack_layers(raw)  # a scan_layers run stores the layers stacked
     fields = {k: v for k, v in cfg["model"].items() if k != "size"}
+    # How the run computed (scan_layers, the attention backend, bf16 matmuls, ...) is not part
+    # of the weights, and these params are per-layer float32: the defaults run them exactly.
+    # A caller that wants a lever sets it again (init_checkpoint does, from its own config).
+    run = {k: fields.pop(k) for k in IMPLEMENTATION_FIELDS if k in fields}
+    reset = {k: v for k, v in run.items() if v != getattr(BertConfig, k)}
     if not fields.get("vocab_size"):  # 0 means "count data.vocab_file": the table itself knows
         table = raw.get("bert", {}).get("embeddings", {}).get("word_embeddings", {})
         if "embedding" not in table:
@@ -152,12 +176,44 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
         flat, "ours", config, source, strict=strict, config_file=str(workdir / "config.json")
     )
     report["files"] = [str(workdir / "config.json"), source]
+    if reset:
+        report["notes"].append(f"the run's compute settings {reset} are reset to the defaults")
     data = cfg.get("data", {}) or {}
     vocab = _resolve_vocab(workdir, data)
     _check_vocab(vocab, config, str(workdir / "config.json"))
     lowercase = bool(data.get("lowercase", True))
     report["lowercase"] = "data.lowercase in config.json" if "lowercase" in data else "default"
-    return Loaded(config, params, vocab, lowercase, heads_of(params), report)
+    architecture = _workdir_architecture(cfg, report)
+    heads = heads_of(params)
+    return Loaded(
+        config, params, vocab, lowercase, heads, report, data.get("strip_accents"), architecture
+    )
+
+
+def _workdir_architecture(cfg: dict, report: dict) -> str | None:
+    """The HF class of a fine-tuning workdir's model, from its task's head; `architecture` as
+    save_ours writes it; None for a pre-training run."""
+    task = cfg.get("task")
+    if not isinstance(task, dict) or "kind" not in task:
+        return cfg.get("architecture")
+    import ml_collections  # noqa: PLC0415
+
+    from bert_jax.data.tasks import registry  # noqa: PLC0415
+    from bert_jax.heads import HeadInput  # noqa: PLC0415
+
+    spec = cfg.get("head") or {}
+    if not HeadInput(**spec).is_default:
+        report["notes"].append(
+            f"head={spec}: the head reads the encoder otherwise than BERT's, which no Hugging "
+            "Face class computes"
+        )
+        return None
+    try:
+        head = registry.make_task(ml_collections.ConfigDict(task), tokenizer=None).head
+    except (KeyError, ValueError) as e:  # only an HF export needs it: load the weights anyway
+        report["notes"].append(f"task {task.get('name')!r} gives no head ({e})")
+        return None
+    return FINETUNE_ARCHITECTURES[head]
 
 
 def _resolve_vocab(workdir: pathlib.Path, data: dict) -> pathlib.Path | None:
@@ -305,26 +361,37 @@ def _copy_vocab(vocab_file, out_dir: pathlib.Path) -> None:
         shutil.copyfile(vocab_file, out_dir / "vocab.txt")
 
 
+# transformers builds these without a pooler; one in the file would load as unexpected keys.
+_NO_POOLER = {"BertForTokenClassification", "BertForQuestionAnswering"}
+
+
 def save_hf(
     params: dict,
     config: BertConfig,
     out_dir: str | os.PathLike,
     vocab_file: str | os.PathLike | None = None,
     lowercase: bool = True,
+    *,
+    strip_accents: bool | None = None,
+    architecture: str | None = None,
 ) -> pathlib.Path:
     """Writes a Hugging Face directory: config.json, model.safetensors, vocab and tokenizer config.
 
     Tensor names carry the `bert.` prefix when a head is present (BertFor* layout), none for a
     bare encoder (BertModel layout). The MLM decoder is not written: transformers ties it to the
-    word embeddings itself.
+    word embeddings itself. `architecture` is the class of a `classifier` head (one of
+    CLASSIFIER_ARCHITECTURES), required with one: its tensors do not tell.
     """
     out = pathlib.Path(out_dir)
     heads = heads_of(params)
+    architectures = hf_architectures(heads, architecture)
     tensors = export_tensors(params, config, "hf")
     if not heads:
         tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
+    if set(architectures) <= _NO_POOLER:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
     num_labels = tensors["classifier.bias"].shape[0] if "classifier.bias" in tensors else 0
-    hf_config = config_to_hf(config, heads, num_labels)
+    hf_config = config_to_hf(config, architectures, num_labels)
     _prepare_out(out, ["config.json", *weights_io.HF_WEIGHT_FILES, "vocab.txt"])
     weights_io.write_safetensors(tensors, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
@@ -333,6 +400,8 @@ def save_hf(
         tok = {
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": lowercase,
+            "strip_accents": strip_accents,
+            "tokenize_chinese_chars": True,
             "model_max_length": config.max_position_embeddings,
         }
         (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2) + "\n")
@@ -363,10 +432,14 @@ def save_ours(
     out_dir: str | os.PathLike,
     vocab_file: str | os.PathLike | None = None,
     lowercase: bool = True,
+    *,
+    strip_accents: bool | None = None,
+    architecture: str | None = None,
 ) -> pathlib.Path:
     """Writes a minimal bert_jax workdir that `load_pretrained` (and init_checkpoint) reads:
 
-    OUT_DIR/config.json       {"model": BertConfig fields, "data": {vocab_file, lowercase}}
+    OUT_DIR/config.json       {"model": BertConfig fields, "data": {vocab_file, lowercase,
+                              strip_accents}, "architecture": the classifier head's HF class}
     OUT_DIR/vocab.txt         copy of vocab_file (if given)
     OUT_DIR/checkpoints/0/    Orbax checkpoint of {"params": params}, as pre-training saves
     """
@@ -374,7 +447,11 @@ def save_ours(
     export_tensors(params, config, "tf")  # validates names and shapes before writing anything
     _prepare_out(out, ["config.json", "checkpoints", "vocab.txt"])
     data = {"vocab_file": "vocab.txt" if vocab_file else "", "lowercase": lowercase}
+    if strip_accents is not None:
+        data["strip_accents"] = strip_accents
     cfg = {"model": dataclasses.asdict(config), "data": data}
+    if architecture is not None:
+        cfg["architecture"] = architecture
     weights_io.write_orbax_params(params, out / "checkpoints", step=0)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     _copy_vocab(vocab_file, out)
@@ -398,19 +475,28 @@ def format_report(report: dict) -> str:
 
 
 def convert(
-    src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str, strict: bool = True
+    src: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    fmt: str,
+    strict: bool = True,
+    architecture: str | None = None,
 ) -> Loaded:
-    """`load_pretrained(src)`, then write it as `fmt` ("hf", "tf" or "ours") into out_dir."""
+    """`load_pretrained(src)`, then write it as `fmt` ("hf", "tf" or "ours") into out_dir.
+
+    `architecture`: the HF class of a classifier head where the source does not say it."""
     if fmt not in ("hf", "tf", "ours"):
         raise ValueError(f"format={fmt!r}; use 'hf', 'tf' or 'ours'.")
     loaded = load_pretrained(src, strict=strict)
+    if architecture is None and "classifier" in loaded.heads:
+        architecture = loaded.architecture
     out = pathlib.Path(out_dir)
+    meta = dict(strip_accents=loaded.strip_accents, architecture=architecture)
     if fmt == "hf":
-        save_hf(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase)
+        save_hf(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase, **meta)
     elif fmt == "tf":
         save_tf(loaded.params, loaded.config, out / "bert_model.ckpt", loaded.vocab_file)
     else:
-        save_ours(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase)
+        save_ours(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase, **meta)
     return loaded
 
 
@@ -422,6 +508,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("to", None, "Output directory.")
     flags.DEFINE_enum("format", "hf", ["hf", "tf", "ours"], "Output format.")
     flags.DEFINE_bool("strict", True, "Refuse tensors outside the naming table.")
+    flags.DEFINE_enum(
+        "architecture",
+        None,
+        list(CLASSIFIER_ARCHITECTURES),
+        "Hugging Face class of a classifier head, where the source does not say it.",
+    )
     flags.mark_flags_as_required(["from", "to"])
 
 
@@ -432,11 +524,12 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every step at INFO; a report follows
-    loaded = convert(f["from"].value, f.to, f.format, f.strict)
+    loaded = convert(f["from"].value, f.to, f.format, f.strict, f.architecture)
     print(format_report(loaded.report))
     print(
         f"heads: {loaded.heads or ['none (encoder only)']}; lowercase={loaded.lowercase}; "
-        f"vocab: {loaded.vocab_file}; wrote {f.format} to {f.to}"
+        f"strip_accents={loaded.strip_accents}; vocab: {loaded.vocab_file}; "
+        f"wrote {f.format} to {f.to}"
     )
 
 

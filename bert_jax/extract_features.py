@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import time
 import zipfile
 from collections.abc import Sequence
@@ -35,7 +36,9 @@ from bert_jax.model import BertModel
 from bert_jax.pretrained import BertTokenizer, truncated_lengths
 
 EMBEDDINGS = "embeddings"
-PAIR_SEPARATOR = " ||| "  # as in the original: "text_a ||| text_b" on one line
+# The original's pair rule: greedy, so "x ||| y ||| z" splits at the last " ||| ", and "A|||B"
+# (no spaces) is one text.
+PAIR_PATTERN = re.compile(r"^(.*) \|\|\| (.*)$")
 # Shortest padded length. Most sentences are 10-40 wordpieces; one shape for all of them saves
 # more compile time than the padding costs, except on very large inputs of very short texts.
 _MIN_BUCKET = 32
@@ -252,11 +255,13 @@ def _merge(results, first: int, spans, num_tokens: int):
 def read_texts(path: str | os.PathLike) -> list[Text]:
     """One text per line (UTF-8); "A ||| B" is a pair. Empty lines stay, so index = line number."""
     texts: list[Text] = []
-    with open(path, encoding="utf-8") as f:
-        for raw in f.read().splitlines():
+    # newline="\n": lines end only at "\n", as the original's readline; str.splitlines would also
+    # break at \u2028, \x0c, \x85, ... and shift the indices. strip() drops a Windows "\r".
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for raw in f:
             line = raw.strip()
-            a, sep, b = line.partition(PAIR_SEPARATOR.strip())
-            texts.append((a.strip(), b.strip()) if sep else line)
+            pair = PAIR_PATTERN.match(line)
+            texts.append((pair[1], pair[2]) if pair else line)
     return texts
 
 

@@ -225,11 +225,13 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
     if config.init_checkpoint:
         init = convert.load_pretrained(config.init_checkpoint)
         vocab_file, lowercase = init.vocab_file, init.lowercase
+        strip_accents = init.strip_accents  # tokenizer_config.json's, as transformers reads it
         bert_config = dataclasses.replace(
             init.config, **{k: config.model[k] for k in train.RUN_FIELDS}
         )
     else:
         vocab_file, lowercase = config.task.vocab_file, config.task.lowercase
+        strip_accents = None  # with lowercasing
         if not vocab_file:
             raise ValueError(
                 "init_checkpoint is empty and task.vocab_file is not set: fine-tuning from a "
@@ -242,7 +244,9 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         raise FileNotFoundError(
             f"{config.init_checkpoint!r} has no vocab.txt; set --config.task.vocab_file."
         )
-    tokenizer = BertTokenizer.from_vocab(vocab_file, lowercase=lowercase)
+    tokenizer = BertTokenizer.from_vocab(
+        vocab_file, lowercase=lowercase, strip_accents=strip_accents
+    )
     if bert_config is None:
         fields = {k: v for k, v in config.model.items() if k != "size"}
         fields["vocab_size"] = fields["vocab_size"] or tokenizer.vocab_size
@@ -289,6 +293,11 @@ def _check_train_config(t, opt) -> None:
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
     if t.select not in ("last", "best"):
         raise ValueError(f"train.select={t.select!r}; use 'last' or 'best'.")
+    if opt.warmup_steps:  # the step count is derived per run: a value here would be ignored
+        raise ValueError(
+            f"optimizer.warmup_steps={opt.warmup_steps}: fine-tuning warms up over "
+            "train.warmup_proportion of its steps (0.1); set --config.train.warmup_proportion."
+        )
     if opt.grad_accum_steps != 1:
         # The schedule and the epoch arithmetic count optimizer steps; with accumulation they
         # would count micro-batches. Use a larger train.batch_size (split over devices) instead.
@@ -299,12 +308,19 @@ def _check_train_config(t, opt) -> None:
 
 
 def _check_features(f: dict[str, np.ndarray], config: BertConfig, split: str) -> None:
-    """Out-of-range ids would be clamped silently by the embedding lookup: refuse them here."""
+    """Out-of-range ids give NaN embeddings (or, with one segment row, row 0 for every segment)
+    without an error from the embedding lookup: refuse them here."""
     ids = f["input_ids"]
     if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
         raise ValueError(
             f"{split}: token ids in [{ids.min()}, {ids.max()}] fall outside the vocab "
             f"[0, {config.vocab_size}); the vocab.txt does not match the model."
+        )
+    segments = f.get("segment_ids")
+    if segments is not None and segments.size and segments.max() >= config.type_vocab_size:
+        raise ValueError(
+            f"{split}: segment id {segments.max()} but the model has type_vocab_size="
+            f"{config.type_vocab_size}; this task's sentence pairs need a model with 2 segments."
         )
     if ids.shape[-1] > config.max_position_embeddings:
         raise ValueError(

@@ -188,9 +188,12 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> None:
-    """Refuses a batch that the model would silently mis-read: JAX clamps out-of-range gathers
-    (an id >= vocab_size reads the last embedding row), so nothing downstream would fail."""
+def check_batch(
+    batch: dict[str, np.ndarray], vocab_size: int, where: str, type_vocab_size: int = 2
+) -> None:
+    """Refuses a batch that the model would silently mis-read: an out-of-range id gives NaN
+    embeddings (JAX fills out-of-range gathers) or, in a one-row table (type_vocab_size=1), row 0
+    for every segment (flax's Embed broadcasts it), and a loss would not say why."""
     ids, mask = batch["input_ids"], batch["input_mask"]
     seq = ids.shape[1]
 
@@ -227,7 +230,9 @@ def check_batch(batch: dict[str, np.ndarray], vocab_size: int, where: str) -> No
                lambda row, col: f"input_mask[{row}] has a 1 at position {col + 1} after a 0 at "
                                 f"{col}", "rows or gaps",
                "padding must come after a row's tokens, its mask 1s then 0s.")  # fmt: skip
-    refuse("segment_ids", batch["segment_ids"], 0, 2, "BERT has two segments (0 and 1).")
+    refuse("segment_ids", batch["segment_ids"], 0, type_vocab_size,
+           f"the model has type_vocab_size={type_vocab_size} segments; sentence pairs need 2 "
+           "(model.type_vocab_size, or a checkpoint trained with segments).")  # fmt: skip
     if "masked_lm_positions" in batch:
         refuse("masked_lm_positions", batch["masked_lm_positions"], 0, seq,
                f"positions index the {seq} tokens of a sequence.")  # fmt: skip

@@ -9,10 +9,19 @@ Several hosts (one process each): add --multihost (SLURM, TPU pods and Kubernete
 from the environment) or give --coordinator_address, --num_processes and --process_id.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:arg).")
+from bert_jax import config_overrides
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None,
+    "Config file and its argument: configs/pretrain.py:size=tiny|mini|small|medium|base|large,"
+    "seq=128|512,demo or configs/finetune.py:task=NAME,size=...,minilm,grid (tasks: "
+    "configs/finetune.py's TASKS). Override any field with --config.SECTION.FIELD=VALUE.",
+)  # fmt: skip
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (SLURM/TPU pods: from the environment)."
@@ -41,6 +50,13 @@ def main(argv):
         host_memory.keep_freed_memory()  # before JAX starts its threads
     import jax  # noqa: PLC0415
 
+    if not (_MULTIHOST.value or _COORDINATOR.value) and (
+        _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None
+    ):
+        raise app.UsageError(
+            "--num_processes/--process_id need --coordinator_address=HOST:PORT (process 0's "
+            "address) or --multihost; without them this process would train alone."
+        )
     if _MULTIHOST.value or _COORDINATOR.value:
         # Collectives between CPU processes (tests, CPU clusters); GPUs and TPUs use their own.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -57,4 +73,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    config_overrides.exit_on_error(sys.argv)  # one line for a config typo, not a traceback
     app.run(main)

@@ -65,11 +65,19 @@ class BertTokenizer:
 
     @classmethod
     def from_vocab(
-        cls, vocab_file: str | os.PathLike, *, lowercase: bool = True, model_max_length: int = 512
+        cls,
+        vocab_file: str | os.PathLike,
+        *,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        model_max_length: int = 512,
     ) -> BertTokenizer:
-        """From a BERT vocab.txt; lowercase=False for cased vocabs (it also keeps accents)."""
+        """From a BERT vocab.txt; lowercase=False for cased vocabs. Accents are stripped when
+        lowercasing unless `strip_accents` says otherwise (tokenizer_config.json's option)."""
         tok = cls(
-            tokenization.load_tokenizer(vocab_file, lowercase=lowercase),
+            tokenization.load_tokenizer(
+                vocab_file, lowercase=lowercase, strip_accents=strip_accents
+            ),
             model_max_length=model_max_length,
         )
         tok.lowercase = lowercase
@@ -210,7 +218,8 @@ def from_pretrained(
     `variables` is `{"params": encoder params}`; task heads in the checkpoint (MLM/NSP,
     classifier, QA) are not part of `BertModel` and are left out here; use
     `bert_jax.convert.load_pretrained` to get them. `dtype="bfloat16"` runs the matmuls in
-    bfloat16 (parameters stay float32).
+    bfloat16 (parameters stay float32). The other compute settings are the defaults, whatever a
+    workdir trained with; for a lever, `BertModel(dataclasses.replace(model.config, ...))`.
     """
     import jax
 
@@ -219,13 +228,14 @@ def from_pretrained(
     loaded = convert.load_pretrained(path)
     if loaded.vocab_file is None:
         raise FileNotFoundError(
-            f"{os.fspath(path)!r} has no vocab.txt, so no tokenizer can be built; copy the "
-            "model's vocab.txt into that directory."
+            f"{os.fspath(path)!r} has no vocab.txt (nor a tokenizer.json with a WordPiece "
+            "vocab), so no tokenizer can be built; copy the model's vocab.txt into that directory."
         )
     config: BertConfig = dataclasses.replace(loaded.config, dtype=dtype)
     tokenizer = BertTokenizer.from_vocab(
         loaded.vocab_file,
         lowercase=loaded.lowercase,
+        strip_accents=loaded.strip_accents,
         model_max_length=config.max_position_embeddings,
     )
     if tokenizer.vocab_size > config.vocab_size:

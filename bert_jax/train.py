@@ -245,6 +245,7 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
     if t.prefetch_batches < 0:
         raise ValueError(f"train.prefetch_batches={t.prefetch_batches}; use 0 (off) or more.")
+    optim.make_optimizer(config.optimizer, t.num_train_steps)  # its name, before any data
     k = config.optimizer.get("grad_accum_steps", 1)
     if k < 1:
         raise ValueError(f"optimizer.grad_accum_steps={k}; it must be at least 1.")
@@ -271,12 +272,14 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
 
 
 def evaluate(
-    par: parallel.Parallel, state: State, batches: Iterator, vocab_size: int
+    par: parallel.Parallel, state: State, batches: Iterator, model_cfg: BertConfig
 ) -> dict[str, float]:
     """MLM/NSP loss and accuracy over `batches`, aggregated exactly from sums."""
     totals = None
     for i, batch in enumerate(batches):
-        inputs.check_batch(batch, vocab_size, f"evaluation batch {i}")
+        inputs.check_batch(
+            batch, model_cfg.vocab_size, f"evaluation batch {i}", model_cfg.type_vocab_size
+        )
         sums = par.get_metrics(par.eval(state["params"], par.put_batch(batch)))
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
     if totals is None:
@@ -315,6 +318,12 @@ def train_and_evaluate(
     model = BertForPreTraining(model_cfg)
     end_step = t.stop_at_step or t.num_train_steps
     tx, schedule = optim.make_optimizer(config.optimizer, t.num_train_steps)
+    if config.optimizer.warmup_steps >= t.num_train_steps:
+        log(
+            f"note: optimizer.warmup_steps={config.optimizer.warmup_steps} >= "
+            f"train.num_train_steps={t.num_train_steps}: the learning rate never reaches "
+            f"optimizer.learning_rate={config.optimizer.learning_rate}."
+        )
     d = config.data
 
     os.makedirs(workdir, exist_ok=True)
@@ -351,7 +360,13 @@ def train_and_evaluate(
         f"device(s) of {jax.process_count()} process(es)"
         + (f", mesh {dict(mesh.shape)}" if mesh else "")
         + "; "
-        + (f"resumed at step {start_step}" if start_step else "from scratch")
+        + (
+            f"resumed at step {start_step}"
+            if start_step
+            else f"from {config.init_checkpoint}"
+            if init is not None
+            else "from scratch"
+        )
     )
 
     nsp = d.next_sentence
@@ -369,7 +384,7 @@ def train_and_evaluate(
     writer = MetricWriter(workdir)
     start_file = os.path.join(workdir, "eval_start.json")
     if start_step == 0 and d.eval_files:
-        start_metrics = evaluate(par, state, inputs.eval_batches(config), model_cfg.vocab_size)
+        start_metrics = evaluate(par, state, inputs.eval_batches(config), model_cfg)
         writer.write(0, "eval", start_metrics)
         if jax.process_index() == 0:
             with open(start_file, "w") as f:
@@ -378,7 +393,9 @@ def train_and_evaluate(
 
     def prepare(step_and_batch):  # runs up to train.prefetch_batches steps ahead
         step, batch = step_and_batch
-        inputs.check_batch(batch, model_cfg.vocab_size, f"training batch of step {step}")
+        inputs.check_batch(
+            batch, model_cfg.vocab_size, f"training batch of step {step}", model_cfg.type_vocab_size
+        )
         return par.put_batch(batch)
 
     batches = inputs.prefetch(
@@ -426,9 +443,7 @@ def train_and_evaluate(
                     log(f"step {done}/{end_step}  {_fmt(mean)}{speed}")
                     t_log, step_log = time.time(), done
                 if d.eval_files and done % t.eval_every == 0 and done != end_step:
-                    m = evaluate(
-                        par, state, inputs.eval_batches(config, done), model_cfg.vocab_size
-                    )
+                    m = evaluate(par, state, inputs.eval_batches(config, done), model_cfg)
                     writer.write(done, "eval", m)
                     log(f"eval @ step {done}: {_fmt(m)}")
                     t_log, step_log = time.time(), done  # keep evaluation out of the throughput
@@ -451,7 +466,7 @@ def train_and_evaluate(
     results = {"step": int(parallel.to_host(final_state["step"]))}
     if d.eval_files:
         results["end"] = evaluate(
-            par, state, inputs.eval_batches(config, results["step"]), model_cfg.vocab_size
+            par, state, inputs.eval_batches(config, results["step"]), model_cfg
         )
         writer.write(results["step"], "eval", results["end"])
         if os.path.exists(start_file):

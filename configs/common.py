@@ -83,6 +83,9 @@ def max_predictions(seq: int) -> int:
     return {128: 20, 512: 80}.get(seq, round(0.15 * seq))
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def parse_arg(arg: str | None, **defaults):
     """Parses "size=base,seq=128,demo" into a ConfigDict, typed after `defaults`.
 
@@ -97,7 +100,9 @@ def parse_arg(arg: str | None, **defaults):
         if not _:
             value = True
         elif isinstance(default, bool):
-            value = value.lower() in ("1", "true", "yes")
+            if value.lower() not in _BOOLEANS:
+                raise ValueError(f"config arg {key}={value!r} in {arg!r}; use true or false.")
+            value = _BOOLEANS[value.lower()]
         else:
             value = type(default)(value)
         out[key] = value

@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -61,12 +62,14 @@ def pair_batch(tokenizer, sentences):
     return enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]
 
 
+SIZES = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
 def _random_hf(cls, seed=0, **kw):
     """A tiny transformers model with every parameter random (LayerNorm and biases too)."""
     torch.manual_seed(seed)
     # vocab_size: the minilm (bert-base-uncased) vocab.txt that tokenizes the test text.
-    sizes = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    config = transformers.BertConfig(vocab_size=30522, max_position_embeddings=128, **sizes, **kw)
+    config = transformers.BertConfig(vocab_size=30522, max_position_embeddings=128, **SIZES, **kw)
     model = cls(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -213,6 +216,7 @@ def _assert_same_params(a, b):
         assert np.array_equal(np.asarray(fa[k]), np.asarray(fb[k])), k
 
 
+@pytest.mark.filterwarnings("ignore:layer_norm_eps=1e-06")  # TINY's; the next test checks it
 def test_tf_checkpoint_round_trip(tmp_path):
     import tensorflow as tf
 
@@ -238,6 +242,7 @@ def test_tf_checkpoint_round_trip(tmp_path):
         convert.load_pretrained(prefix)
 
 
+@pytest.mark.filterwarnings("ignore:layer_norm_eps=1e-06")
 def test_tf_checkpoint_with_optimizer_slots(tmp_path):
     params = _random_params(TINY)
     tensors = convert.export_tensors(params, TINY, "tf")
@@ -252,6 +257,15 @@ def test_tf_checkpoint_with_optimizer_slots(tmp_path):
     assert skipped["bert/pooler/dense/kernel/adam_m"] == "optimizer slot (adam_m)"
     assert "global_step" in convert.format_report(loaded.report)
     _assert_same_params(loaded.params, params)
+
+
+def test_tf_export_warns_that_the_original_code_ignores_layer_norm_eps(tmp_path):
+    with pytest.warns(UserWarning, match=r"layer_norm_eps=1e-06 .* modeling\.py ignores"):
+        convert.save_tf(_random_params(TINY), TINY, tmp_path / "a" / "bert_model.ckpt")
+    usual = dataclasses.replace(TINY, layer_norm_eps=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert.save_tf(_random_params(usual), usual, tmp_path / "b" / "bert_model.ckpt")
 
 
 def test_hf_legacy_names_tied_decoder_and_buffers(pretraining_dir, tmp_path):
@@ -462,30 +476,46 @@ def test_ours_format_round_trip(pretraining_dir, tmp_path):
     _assert_same_params(again.params, loaded.params)
 
 
-def test_pretraining_workdir_is_loadable(tmp_path):
-    """A workdir as bert_jax.train writes it: ml-collections config.json + full train state."""
-    import ml_collections
+def test_token_classification_workdir_exports_as_such(minilm_dir, pair_batch, tmp_path):
+    """The classifier tensors of sequence, token and multiple-choice models are alike; the
+    fine-tuning run's task says which it is."""
+    from bert_jax import checkpoints, finetune
+    from configs import finetune as finetune_config
 
-    from bert_jax import checkpoints
-    from configs import common
-
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(f"tok{i}" for i in range(50)) + "\n")
-    cfg = ml_collections.ConfigDict({"model": common.model_config("tiny"), "data": {}})
-    cfg.model.max_position_embeddings = 32
-    cfg.data.vocab_file = str(vocab)
-    (tmp_path / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    fields = {k: v for k, v in cfg.model.items() if k != "size"} | {"vocab_size": 50}
-    config = BertConfig.from_dict(fields)
-    params = _random_params(config)
-    # Adam-like moments stand in for the optimizer state: restoring must read only `params`.
-    state = {"step": 3, "params": params, "opt_state": {"mu": params, "nu": params}, "rng": 0}
-    ckpt = checkpoints.Checkpointer(str(tmp_path / "checkpoints"), save_every=1, keep=2)
-    ckpt.save(3, state, force=True)
+    config = BertConfig(vocab_size=30522, max_position_embeddings=128, **SIZES)
+    model = heads.BertForTokenClassification(config, num_labels=5)
+    params = jax.tree.map(lambda x: x + 0.1, _init(model, pair_batch))  # biases nonzero
+    run = tmp_path / "run"
+    run.mkdir()
+    ft = finetune_config.get_config("task=wnut16,size=tiny")  # NER: the token head
+    vocab = str(minilm_dir / "vocab.txt")
+    # The config.json of a fine-tuning run, written by the code that writes it.
+    ready = finetune.Setup(None, {}, {}, config, None, None, vocab, lowercase=True)
+    finetune._write_config(ft, ready, str(run))
+    ckpt = checkpoints.Checkpointer(str(run / "checkpoints"), save_every=1, keep=1)
+    ckpt.save(9, {"step": 9, "params": params, "opt_state": {"mu": params}}, force=True)
     ckpt.close()
-    loaded = convert.load_pretrained(tmp_path)
-    assert loaded.config == config and loaded.vocab_file == vocab
-    _assert_same_params(loaded.params, params)
+
+    convert.convert(run, tmp_path / "hf", "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForTokenClassification"] and len(cfg["id2label"]) == 5
+    back, info = transformers.AutoModelForTokenClassification.from_pretrained(
+        tmp_path / "hf", output_loading_info=True
+    )
+    assert type(back).__name__ == "BertForTokenClassification"
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids, mask, seg = (np.asarray(x, np.int32) for x in pair_batch)
+    ours = model.apply({"params": params}, ids, mask, seg)["logits"]
+    diff = _max_diff(ours, _hf_outputs(back.eval(), pair_batch).logits)
+    print(f"\ntoken-classification workdir -> transformers: max |logit diff| {diff:.2e}")
+    assert diff < TOL
+
+    # Where nothing says which kind the classifier is, the export asks instead of guessing.
+    with pytest.raises(ValueError, match=r"architecture=None does not say which kind"):
+        convert.save_hf(params, config, tmp_path / "unknown")
+    convert.save_hf(params, config, tmp_path / "mc", architecture="BertForMultipleChoice")
+    cfg = json.loads((tmp_path / "mc" / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForMultipleChoice"]
 
 
 def test_cli_converts_a_hf_directory(hf_dir, tmp_path):

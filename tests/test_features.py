@@ -227,6 +227,16 @@ def test_read_texts_keeps_lines_and_pairs(tmp_path):
     assert ef.read_texts(path) == ["one text", "", ("first", "second")]
 
 
+def test_read_texts_splits_lines_and_pairs_as_the_original(tmp_path):
+    # Lines end only at "\n" (a Windows "\r" is stripped); the pair rule is the original's
+    # re.match(r"^(.*) \|\|\| (.*)$"): greedy, and only with the spaces.
+    odd = "a\u2028b\x0cc\x85d\x1ce\x1df\x1eg"  # str.splitlines breaks at each of these
+    lines = [odd, "A|||B", "x ||| y ||| z", "  p ||| q  ", "", "last"]
+    path = tmp_path / "in.txt"
+    path.write_bytes("\r\n".join(lines).encode("utf-8"))
+    assert ef.read_texts(path) == [odd, "A|||B", ("x ||| y", "z"), ("p", "q"), "", "last"]
+
+
 def test_importing_defines_no_flags():
     code = (
         "from absl import flags; import bert_jax.extract_features, bert_jax.pretrained; "

@@ -1,12 +1,14 @@
 """The fine-tuning loop: task losses, pmap == jit, exact resume, init checkpoints, mocked TFDS
 tasks end to end (glue/sst2, glue/stsb, squad/v1.1, squad/v2.0, conll2003), the grid summary."""
 
+import dataclasses
 import functools
 import json
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -463,3 +465,27 @@ def test_local_file_task_end_to_end(task, metric, vocab_file, tmp_path):
     lines = (tmp_path / "run" / "predictions" / pred).read_text().splitlines()
     n_dev = {"multilabel": 13, "longdoc": 3, "swag": 10}[task]  # 20% held out
     assert len(lines) == n_dev + 1  # a header and one line per dev example
+
+
+def test_pairs_for_a_model_with_one_segment_are_refused():
+    """type_vocab_size=1: flax broadcasts the one segment row over every id, so a pair task's
+    segment 1 would silently read segment 0's embedding."""
+    one = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                     intermediate_size=8, type_vocab_size=1)  # fmt: skip
+    f = {"input_ids": np.ones((2, 6), np.int32), "segment_ids": np.zeros((2, 6), np.int32)}
+    finetune._check_features(f, one, "train")  # single texts are fine
+    f["segment_ids"][1, 3:] = 1
+    with pytest.raises(ValueError, match="train: segment id 1 but the model has type_vocab_size=1"):
+        finetune._check_features(f, one, "train")
+    finetune._check_features(f, dataclasses.replace(one, type_vocab_size=2), "train")
+
+
+def test_fine_tuning_refuses_settings_it_would_ignore():
+    t = ml_collections.ConfigDict(
+        {"num_epochs": 1, "batch_size": 8, "eval_batch_size": 8, "log_every": 1, "select": "last"}
+    )
+    opt = ml_collections.ConfigDict({"warmup_steps": 0, "grad_accum_steps": 1})
+    finetune._check_train_config(t, opt)
+    opt.warmup_steps = 100  # overwritten from train.warmup_proportion: it used to be lost
+    with pytest.raises(ValueError, match="set --config.train.warmup_proportion"):
+        finetune._check_train_config(t, opt)

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax import checkpoints, inputs, train
+from bert_jax import checkpoints, inputs, losses, train
 from bert_jax.heads import BertForPreTraining
 from bert_jax.model import BertConfig
 
@@ -248,7 +248,7 @@ def _batch(vocab=100, seq=16, n=4):
         ("input_ids", (0, 0), -3, r"input_ids\[0, 0\] = -3"),
         ("masked_lm_positions", (1, 2), 16, r"masked_lm_positions\[1, 2\] = 16 .* \[0, 16\)"),
         ("masked_lm_ids", (3, 0), 250, "another vocabulary"),
-        ("segment_ids", (0, 3), 2, "two segments"),
+        ("segment_ids", (0, 3), 2, "type_vocab_size=2 segments"),
         ("next_sentence_labels", (1, 0), 2, "labels are 0 or 1"),
         ("input_mask", (1, 4), 0, r"input_mask\[1\] has a 1 at position 5 after a 0 at 4"),
     ],
@@ -319,3 +319,24 @@ def test_kill_9_and_sigterm_of_real_runs_resume_bitwise(tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["resumes_bitwise_equal"] == "1 of 1" and summary["kills_survived"] == 1
     assert summary["sigterm_saved_and_resumed_bitwise"] is True
+
+
+def test_segments_beyond_the_models_table_are_refused():
+    """A model with one segment row (type_vocab_size=1) reads row 0 for every segment without
+    an error (flax broadcasts a one-row table); pairs would silently lose their segment."""
+    batch = _batch()
+    batch["segment_ids"][:, :] = 0
+    inputs.check_batch(batch, 100, "ok", type_vocab_size=1)
+    batch["segment_ids"][1, 6] = 1
+    with pytest.raises(ValueError, match=r"segment_ids\[1, 6\] = 1 is outside \[0, 1\).*pairs"):
+        inputs.check_batch(batch, 100, "batch", type_vocab_size=1)
+    inputs.check_batch(batch, 100, "ok")  # two segments by default
+
+
+def test_an_ignored_label_out_of_range_adds_nothing_to_the_loss():
+    """Hugging Face marks ignored labels -100; with weight 0 they must not turn the sum NaN."""
+    logits = jnp.log(jnp.array([[[0.5, 0.5], [0.25, 0.75], [0.5, 0.5]]]))
+    for ignored in (-100, 7, -1):
+        labels = jnp.array([[0, 1, ignored]])
+        loss, weight = losses.weighted_cross_entropy(logits, labels, jnp.array([[1.0, 1.0, 0.0]]))
+        assert float(loss) == pytest.approx(np.log(2) + np.log(4 / 3)) and float(weight) == 2.0

@@ -101,6 +101,10 @@ def test_table_sizes_follow_the_paper():
     assert grids == {(1e-3, 3e-4)}
     paper = launch.load_sweep("configs/sweeps/table6.py:profile=paper,corpus=x")
     assert paper.jobs[0].overrides["model.hidden_size"] == 768
+    # The paper's two phases: 90% of the steps at length 128, then 512 (SQuAD fine-tunes at 384).
+    first = paper.jobs[0].overrides
+    assert first["train.num_train_steps"] == 1_000_000 and first["data.phase2_step"] == 900_000
+    assert first["data.phase2_dir"] == first["data.dir"] + "_512"
     with pytest.raises(ValueError, match="profile=paper needs corpus="):
         launch.load_sweep("configs/sweeps/table8.py:profile=paper")
     with pytest.raises(ValueError, match="unknown config arg 'sed'"):

@@ -2,8 +2,10 @@
 mock data, featurize, evaluate, leaderboard files and error messages."""
 
 import json
+import logging
 import pathlib
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax.data import samples
-from bert_jax.data.tasks import glue
+from bert_jax.data.tasks import common, glue, registry
 from bert_jax.pretrained import BertTokenizer
 
 DATA = pathlib.Path(__file__).parent / "data" / "glue"
@@ -319,6 +321,32 @@ def test_mock_tfds_mnli_dev_matched_featurize(tok):
     la, lb = _truncate_seq_pair(len(a), len(b), 32 - 3)
     expected = [tok.cls_id, *a[:la], tok.sep_id, *b[:lb], tok.sep_id]
     np.testing.assert_array_equal(features["input_ids"][1, : len(expected)], expected)
+
+
+def _offline_tfds(unprepared):
+    """A common.tfds_examples where only `unprepared` is missing and the network is down."""
+
+    def tfds_examples(name, split, data_dir=None):
+        if name == unprepared:  # what the real one raises, lazily, as a generator
+            raise ConnectionError(f"TFDS dataset {name!r} is not prepared (offline)")
+        for i in range(2):
+            yield {"premise": b"A man sleeps.", "hypothesis": b"He rests.", "label": 0, "idx": i}
+
+    return tfds_examples
+
+
+def test_mnli_fine_tunes_offline_without_ax_but_not_without_mnli(monkeypatch, caplog):
+    cfg = types.SimpleNamespace(name="mnli", source="tfds", data_dir="", max_seq_length=32)
+    monkeypatch.setattr(common, "tfds_examples", _offline_tfds("glue/ax"))
+    with caplog.at_level(logging.WARNING):
+        splits = registry.GlueTask(cfg, tokenizer=None).load()
+    assert set(splits) == {"train", "dev", "dev_mismatched", "test_matched", "test_mismatched"}
+    assert "'diagnostic'" in caplog.text and "AX.tsv" in caplog.text
+    assert "tfds build glue/ax" in caplog.text
+    # A labelled split still has to be there.
+    monkeypatch.setattr(common, "tfds_examples", _offline_tfds("glue/mnli"))
+    with pytest.raises(ConnectionError, match="glue/mnli"):
+        registry.GlueTask(cfg, tokenizer=None).load()
 
 
 def _truncate_seq_pair(len_a, len_b, budget):

@@ -62,8 +62,8 @@ def test_read_squad_json(examples):
     ("qa", "match"),
     [
         (
-            {"id": "q1", "question": "?", "answers": [{"text": "cat", "answer_start": 1}]},
-            "'q1'.*answer_start=1",
+            {"id": "q1", "question": "?", "answers": [{"text": "cat", "answer_start": "2"}]},
+            "'q1'.*'answer_start'",
         ),
         (
             {"id": "q1", "question": "?", "answers": [{"text": 3, "answer_start": 0}]},
@@ -86,6 +86,42 @@ def test_read_squad_json_errors(tmp_path, qa, match):
     path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "A cat.", "qas": [qa]}]}]}))
     with pytest.raises(ValueError, match=f"bad.json.*{match}"):
         squad.read_squad_json(path)
+
+
+def test_misplaced_answer_start_loads_for_evaluation_and_is_skipped_in_training(
+    tmp_path, tok, caplog
+):
+    def qa(qas_id, start):
+        return {
+            "id": qas_id,
+            "question": "Who?",
+            "answers": [{"text": "Bob", "answer_start": start}],
+        }
+
+    qas = [qa("ok", 8), qa("moved", 0), qa("far", 50), qa("ok2", 8)]  # "Ann met Bob."
+    qas[3]["answers"].append({"text": "Bob", "answer_start": -1})  # a second answer misplaced
+    path = tmp_path / "dev.json"
+    path.write_text(
+        json.dumps({"data": [{"paragraphs": [{"context": "Ann met Bob.", "qas": qas}]}]})
+    )
+    with caplog.at_level(logging.WARNING):
+        examples = squad.read_squad_json(path)
+    assert [(ex.qas_id, ex.answers, ex.answer_start) for ex in examples] == [
+        ("ok", ["Bob"], 8),
+        ("moved", ["Bob"], 0),
+        ("far", ["Bob"], 50),
+        ("ok2", ["Bob", "Bob"], 8),
+    ]
+    assert caplog.text.count("not at its answer_start") == 1  # one warning for the file
+    assert "3 question(s)" in caplog.text and "first: 'moved'" in caplog.text
+    # Scoring needs only the texts.
+    preds = {ex.qas_id: "Bob" for ex in examples}
+    assert squad_eval.evaluate(examples, preds)["exact_match"] == 100.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        f = squad.featurize(examples, tok, 32, 16, 16, training=True)
+    assert sorted(examples[i].qas_id for i in f["example_index"]) == ["ok", "ok2"]
+    assert "skipped 2 of 4 training examples" in caplog.text and "moved" in caplog.text
 
 
 def test_read_squad_json_file_errors(tmp_path):
@@ -329,6 +365,23 @@ def test_postprocess_null_answer_against_threshold(tok):
     preds, _, odds = run(0.5, 0.0)
     assert odds["q"] == pytest.approx(1.0) and preds["q"] == ""
     assert run(0.5, 1.5)[0]["q"] == "item 100"
+
+
+@pytest.mark.parametrize("context", ["", "  \t ", "item 0. item 1."])
+def test_postprocess_v2_abstains_without_a_valid_span(tok, context):
+    ex = squad.SquadExample("q", "Which item?", context, [], -1, is_impossible=True)
+    f = squad.featurize([ex], tok, 32, 16, 16, training=False)
+    # The null score (-10) is below the placeholder's 0, and the one start/end kept
+    # (n_best_size=1) is a question piece: no span qualifies.
+    start, end = _logits(f, [(0, 1, 1, 10.0), (0, 0, 0, -5.0)], low=-20.0)
+    for threshold in (0.0, -100.0, 2 * squad.NO_SPAN_ODDS):
+        preds, nbest, odds = squad.postprocess(
+            [ex], f, start, end, n_best_size=1, version_2=True, null_score_diff_threshold=threshold
+        )
+        assert preds == {"q": ""} and odds == {"q": squad.NO_SPAN_ODDS}
+        assert [x["text"] for x in nbest["q"]] == [""] and nbest["q"][0]["probability"] == 1.0
+    preds, _, _ = squad.postprocess([ex], f, start, end, n_best_size=1)
+    assert preds == {"q": "empty"}  # version 1 keeps run_squad.py's placeholder
 
 
 def test_postprocess_limits_span_length_and_order(tok):

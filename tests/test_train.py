@@ -5,6 +5,8 @@ import functools
 import glob
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -427,6 +429,63 @@ def test_config_arg_typos_are_errors():
         pretrain.get_config("sise=base")
     with pytest.raises(ValueError, match="size="):
         pretrain.get_config("size=huge")
+    with pytest.raises(ValueError, match="demo='ture'.*true or false"):
+        pretrain.get_config("size=tiny,demo=ture")  # was silently False
+    assert pretrain.get_config("size=tiny,demo=no").data.corpus == ""
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.train.learning_rate=1e-3", "Did you mean --config.optimizer.learning_rate?"),
+        ("--config.optimizer.lerning_rate=1e-3", "Did you mean --config.optimizer.learning_rate?"),
+        ("--config.data.max_seq_lenght=64", "Did you mean --config.data.max_seq_length"),
+        ("--config.nope.nothing=1", "--config.nope.nothing: no such field"),
+    ],
+)
+def test_a_misplaced_or_misspelt_override_names_the_field(override, expected):
+    from bert_jax import config_overrides
+
+    argv = ["main", "--config=configs/pretrain.py:size=tiny,demo", "--workdir=w", override]
+    assert expected in config_overrides.unknown_override(argv)
+    ok = ["main", "--config=configs/pretrain.py:size=tiny", "--config.optimizer.learning_rate=1"]
+    assert config_overrides.unknown_override(ok + ["--noconfig.data.next_sentence"]) is None
+
+
+def test_main_reports_config_mistakes_in_one_line(tmp_path):
+    def run(*args):
+        cmd = [sys.executable, "-m", "bert_jax.main", f"--workdir={tmp_path / 'w'}", *args]
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+
+    r = run("--config=configs/pretrain.py:size=tiny,demo", "--config.train.learning_rate=1e-3")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: --config.train.learning_rate: no such field in configs/pretrain.py:size=tiny,"
+        "demo. Did you mean --config.optimizer.learning_rate? The fields and their comments are "
+        "in the config file."
+    ]
+    r = run("--config=configs/pretrain.py:size=tiny,dmo")
+    assert r.returncode == 2 and "unknown config arg 'dmo'" in r.stderr
+    # Process flags without a coordinator: every process would train alone (it used to).
+    r = run("--config=configs/pretrain.py:size=tiny,demo", "--num_processes=2", "--process_id=1")
+    assert r.returncode != 0 and "--coordinator_address" in r.stdout + r.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_config_mistakes_are_found_before_any_data_is_read(tmp_path):
+    from configs import pretrain
+
+    config = pretrain.get_config("size=tiny")
+    for field, value, message in [
+        ("optimizer.name", "adam", "optimizer.name='adam'; use one of"),
+        ("train.parallel", "dp", "train.parallel='dp'; use one of"),
+    ]:
+        bad = config.copy_and_resolve_references()
+        section, name = field.split(".")
+        bad[section][name] = value
+        bad.data.train_files = str(tmp_path / "absent-*")  # never reached
+        with pytest.raises(ValueError, match=message):
+            train.train_and_evaluate(bad, str(tmp_path / "w"), log=lambda line: None)
+        assert not (tmp_path / "w").exists()
 
 
 def test_grad_accumulation_schedule_runs_over_updates():

@@ -254,15 +254,19 @@ def finetune_job(pre: str, name: str, task: str, overrides: dict[str, Any], cell
 
 
 def paper_pretraining(corpus: str, data_dir: str, steps: int, extra: dict) -> tuple[str, dict]:
-    """(config, overrides) of a paper-profile pre-training run: BERT-base at length 128 on a
-    corpus the user names, 1M steps unless `steps`."""
+    """(config, overrides) of a paper-profile pre-training run: BERT-base on a corpus the user
+    names, 1M steps unless `steps`, the paper's two phases: length 128 for 90% of the steps,
+    then 512 (SQuAD fine-tunes at 384, so positions past 128 must be trained)."""
     if not corpus:
         raise ValueError("profile=paper needs corpus= (e.g. a MediaWiki .xml.bz2 dump).")
+    steps = steps or 1_000_000
     return "configs/pretrain.py:size=base", {
         "data.corpus": corpus,
         "data.dir": data_dir,
         "data.vocab_size": 30522,
-        "train.num_train_steps": steps or 1_000_000,
+        "train.num_train_steps": steps,
+        "data.phase2_step": steps * 9 // 10,
+        "data.phase2_dir": f"{data_dir}_512",
         **extra,
     }
 

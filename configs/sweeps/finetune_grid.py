@@ -8,7 +8,7 @@ learning rate {5e-5, 3e-5, 2e-5} x epochs {2, 3, 4}, best point by the mean dev 
 
 (`python -m bert_jax.main --config=configs/finetune.py:task=rte,grid` runs the same grid in one
 process; this sweep spreads it over processes or cluster jobs.) `arg` keys: task, init (default
-sample:minilm), seeds, and mini (a 2 x 2 x 1 grid at length 64 for a CPU check).
+sample:minilm), seeds, and mini (a 1 x 2 x 1 grid at length 64 for a CPU check).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ Profiles (`arg` keys: profile, seeds, corpus, steps, matmul):
          (common.MINI_RECIPE, NSP added back for the first row); SST-2 -> Rotten Tomatoes (the
          other columns need the network).
          matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
-  paper  BERT-base, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, QNLI, MRPC, SST-2 and
-         SQuAD 1.1 from TFDS.
+  paper  BERT-base, 1M steps of 256 (90% at length 128, then 512) on `corpus=`; MNLI-m, QNLI,
+         MRPC, SST-2 and SQuAD 1.1 from TFDS.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Profiles (`arg` keys: profile, scale, seeds, corpus, steps, matmul):
          and no dropout on the Wikipedia sample (common.MINI_RECIPE); SST-2 -> Rotten Tomatoes,
          fine-tuned at length 32 with the better of two learning rates on dev.
          matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
-  paper  the paper's sizes, 1M steps of 256 at length 128 on `corpus=`; MNLI-m, MRPC and SST-2
-         from TFDS (scale=1).
+  paper  the paper's sizes, 1M steps of 256 (90% at 128, then 512) on `corpus=`; MNLI-m, MRPC
+         and SST-2 from TFDS (scale=1).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Profiles (`arg` keys: profile, seeds, corpus, steps, matmul):
          of the tokens predicted, each mix applied to those (common.MINI_RECIPE); MNLI -> Rotten
          Tomatoes sentiment, CoNLL-2003 -> WNUT-16 (the built-in real data).
          matmul=bf16 (default; common.MINI_MATMUL) or float32 (a CPU without bfloat16 units).
-  paper  BERT-base, 1M steps of 256 at length 128 on `corpus=` (a Wikipedia dump: 90% of the
-         paper's steps; add phase 2 with --config overrides), MNLI and CoNLL-2003 from TFDS.
+  paper  BERT-base, 1M steps of 256 on `corpus=` (a Wikipedia dump), 90% at length 128 and
+         the rest at 512 as in the paper; MNLI and CoNLL-2003 from TFDS.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pathlib
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from bert_jax.data import samples
 from bert_jax.data.tasks import classify, common, glue, metrics, ner, squad, squad_eval, swag
@@ -65,10 +66,25 @@ class GlueTask(Task):
         for split in self.glue.splits:
             try:
                 out[split] = glue.load(self.glue, split, source, self.cfg.data_dir or None)
-            except FileNotFoundError:
-                if not self.has_labels(split):
-                    continue  # a local GLUE copy without test files: no leaderboard files
-                raise
+            except (FileNotFoundError, ConnectionError) as e:
+                # Unlabelled splits only feed leaderboard files, and MNLI's AX is a TFDS dataset
+                # of its own (glue/ax): a copy without them must still fine-tune offline.
+                if self.has_labels(split):
+                    raise
+                why = str(e)
+                if isinstance(e, ConnectionError):  # from common.tfds_examples: not prepared
+                    name = self.glue.splits[split].tfds_name or self.glue.tfds_name
+                    why = (
+                        f"TFDS {name} is not prepared and the network is unreachable; for the "
+                        f"file run `tfds build {name} --data_dir=<dir>` and set TFDS_DATA_DIR=<dir>"
+                    )
+                logging.warning(
+                    "GLUE %s: skipped unlabelled split %r, so no leaderboard file %s (%s).",
+                    self.name,
+                    split,
+                    self.glue.submission_files.get(split),
+                    why,
+                )
         if "dev" not in out and "dev_matched" in out:  # MNLI selects on matched dev
             out["dev"] = out.pop("dev_matched")
         return out

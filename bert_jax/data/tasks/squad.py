@@ -7,8 +7,12 @@
 
 A context is split into words on whitespace (`char_to_word`), the words into WordPieces, and the
 pieces into overlapping windows `doc_stride` apart. A piece seen by several windows is scored only
-in the window where it has the most context on both sides ("max context"). Decoding maps the best
-piece span back to the words and then to the exact characters of the context (`_final_text`).
+in the window where it has the most context on both sides ("max context"). Decoding rebuilds the
+best span's text from the context characters behind its pieces' offsets, then keeps the part of
+its whole words that they cover (`_final_text`, run_squad.py's get_final_text). One deliberate
+difference: run_squad.py rebuilds the span from the piece strings, so a span containing an [UNK]
+piece cannot be aligned and falls back to the whole words ("(x☃y)." for "x☃y"); here the offsets
+give the exact original text.
 Scoring (squad_eval.py) reproduces the official evaluate-v1.1.py / evaluate-v2.0.py scripts.
 """
 
@@ -30,6 +34,8 @@ TFDS_NAMES = ("squad/v1.1", "squad/v2.0")
 # run_squad.py's whitespace for splitting a context into words (not str.isspace: a no-break
 # space stays inside a word there, and the WordPiece tokenizer splits on it later).
 _WORD_SEPARATORS = np.array([ord(c) for c in " \t\r\n\u202f"], np.uint32)
+# null_odds of a question with no valid span: abstain at any threshold (finite: strict JSON).
+NO_SPAN_ODDS = 1e9
 
 
 @dataclasses.dataclass
@@ -38,7 +44,8 @@ class SquadExample:
 
     `answers` holds every gold answer text (dev sets have several; train has one; [] when the
     question is impossible or unlabeled); `answer_start` is the character offset of answers[0]
-    in `context` (-1 when there is none).
+    in `context` as the data gives it (-1 when there is none); only training uses it, and
+    `featurize` skips a training example whose answer is not found there.
     """
 
     qas_id: str
@@ -66,6 +73,7 @@ def read_squad_json(path: str | os.PathLike) -> list[SquadExample]:
         raise ValueError(f'{path}: expected {{"data": [articles]}} (the official SQuAD format).')
     examples: list[SquadExample] = []
     seen: set[str] = set()
+    misplaced: list[str] = []  # ids with an answer that is not at its answer_start
     for a, article in enumerate(data["data"]):
         for p, paragraph in enumerate(_field(article, "paragraphs", list, f"{path}: data[{a}]")):
             where = f"{path}: data[{a}].paragraphs[{p}]"
@@ -76,7 +84,20 @@ def read_squad_json(path: str | os.PathLike) -> list[SquadExample]:
                 if qas_id in seen:
                     raise ValueError(f"{where_qa} appears twice; question ids must be unique.")
                 seen.add(qas_id)
-                examples.append(_read_qa(qa, qas_id, context, where_qa))
+                example, all_in_place = _read_qa(qa, qas_id, context, where_qa)
+                if not all_in_place:
+                    misplaced.append(qas_id)
+                examples.append(example)
+    if misplaced:
+        # Scoring uses only the answer texts, so such a file still evaluates; training
+        # (featurize) skips an example whose answer cannot be found, as run_squad.py does.
+        logging.warning(
+            "%s: %d question(s) have an answer that is not at its answer_start (first: %r); "
+            "evaluation uses the answer texts, training skips the ones it cannot locate.",
+            path,
+            len(misplaced),
+            misplaced[0],
+        )
     return examples
 
 
@@ -88,7 +109,10 @@ def _field(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any
     return obj[key]
 
 
-def _read_qa(qa: dict[str, Any], qas_id: str, context: str, where: str) -> SquadExample:
+def _read_qa(
+    qa: dict[str, Any], qas_id: str, context: str, where: str
+) -> tuple[SquadExample, bool]:
+    """The example, and whether every answer's text is at its answer_start."""
     question = _field(qa, "question", str, where)
     is_impossible = bool(qa.get("is_impossible", False))
     answers = qa.get("answers", [])  # absent in unlabeled test files
@@ -100,17 +124,12 @@ def _read_qa(qa: dict[str, Any], qas_id: str, context: str, where: str) -> Squad
         )
     texts, starts = [], []
     for answer in answers:
-        text = _field(answer, "text", str, where)
-        start = _field(answer, "answer_start", int, where)
-        if start < 0 or context[start : start + len(text)] != text:
-            raise ValueError(
-                f"{where}: answer {text!r} does not occur at answer_start={start} (the context "
-                f"has {context[max(start, 0) : max(start, 0) + len(text)]!r} there); fix "
-                "answer_start, the answer's character offset in the context."
-            )
-        texts.append(text)
-        starts.append(start)
-    return SquadExample(
+        texts.append(_field(answer, "text", str, where))
+        starts.append(_field(answer, "answer_start", int, where))
+    in_place = all(
+        0 <= s and context[s : s + len(t)] == t for t, s in zip(texts, starts, strict=True)
+    )
+    example = SquadExample(
         qas_id=qas_id,
         question=question,
         context=context,
@@ -118,6 +137,7 @@ def _read_qa(qa: dict[str, Any], qas_id: str, context: str, where: str) -> Squad
         answer_start=starts[0] if starts else -1,
         is_impossible=is_impossible,
     )
+    return example, in_place
 
 
 def tfds_squad(name: str, split: str, data_dir: str | None = None) -> list[SquadExample]:
@@ -397,8 +417,9 @@ def postprocess(
     context, start <= end, at most `max_answer_length` pieces, and the start piece in its max
     context window. With `version_2`, null_odds[id] = null score (min over rows of
     start[0] + end[0]) - best span score, and the prediction is "" when it exceeds
-    `null_score_diff_threshold`. `lowercase` must match the tokenizer. Examples without rows
-    get no prediction.
+    `null_score_diff_threshold`; with no valid span at all the prediction is "" and the odds
+    NO_SPAN_ODDS (version 1 predicts run_squad.py's placeholder "empty"). `lowercase` must match
+    the tokenizer. Examples without rows get no prediction.
     """
     start_logits = np.asarray(start_logits_NxS, np.float64)
     end_logits = np.asarray(end_logits_NxS, np.float64)
@@ -461,7 +482,7 @@ def postprocess(
         if version_2 and "" not in seen:
             nbest.append(null_entry)
         best = next((x for x in nbest if x["text"]), None)
-        if best is None:  # no valid span at all: run_squad.py's placeholder answer
+        if best is None and not version_2:  # no valid span at all: run_squad.py's placeholder
             best = _entry("empty", 0.0, 0.0)
             nbest.append(best)
         probs = _softmax([x["start_logit"] + x["end_logit"] for x in nbest])
@@ -470,6 +491,11 @@ def postprocess(
         all_nbest[ex.qas_id] = nbest
         if not version_2:
             predictions[ex.qas_id] = nbest[0]["text"]
+            continue
+        if best is None:
+            # No span to answer with (an empty context, or no top position inside it): abstain
+            # at any threshold. (run_squad.py fails here; a placeholder would be scored wrong.)
+            null_odds[ex.qas_id], predictions[ex.qas_id] = NO_SPAN_ODDS, ""
             continue
         diff = null_entry["start_logit"] + null_entry["end_logit"]
         diff -= best["start_logit"] + best["end_logit"]
