@@ -63,6 +63,10 @@ def resolve_data(
                       d.phase2_max_predictions_per_seq)  # fmt: skip
         _others_wait("bert_jax: data prepared")
     if d.dir:
+        if not d.corpus:
+            from bert_jax.data import prepare  # noqa: PLC0415
+
+            prepare.check_built_options(d.dir, d)
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
         d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import glob
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -503,3 +504,30 @@ def test_grad_accumulation_schedule_runs_over_updates():
             assert float(updates["w"]) == 0.0
     expected = [0.0, 0.5, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
     assert [float(schedule(s)) for s in range(3, 40, 4)] == pytest.approx(expected, abs=1e-6)
+
+
+def test_options_the_existing_data_would_ignore_are_refused(tmp_path):
+    """Without data.corpus the records are used as they are: a masking split given on the
+    command line that they were not made with used to be ignored silently."""
+    from bert_jax import inputs
+    from configs import pretrain
+
+    args = {"masking_split": "100/0/0", "next_sentence": False, "dynamic_masking": False,
+            "whole_word_mask": "none", "masked_lm_prob": 0.15, "short_seq_prob": 0.1,
+            "lowercase": True}  # fmt: skip
+    (tmp_path / "stats.json").write_text(json.dumps({"args": args}))
+    config = pretrain.get_config("size=tiny")
+    config.data.dir = str(tmp_path)
+    config.data.next_sentence = False
+    inputs.resolve_data(config)  # the defaults take the data as it is (100/0/0 here)
+    for key, value, built in [("masking_split", "80/0/20", "100/0/0"),
+                              ("next_sentence", True, False),  # NSP on single segments
+                              ("whole_word_mask", "wordpiece", "none")]:  # fmt: skip
+        bad = config.copy_and_resolve_references()
+        bad.data[key] = value
+        with pytest.raises(ValueError, match=rf"prepared with {key}={built!r}.*data.{key}="):
+            inputs.resolve_data(bad)
+    args["dynamic_masking"] = True  # unmasked records: the pipeline masks with the config's split
+    (tmp_path / "stats.json").write_text(json.dumps({"args": args}))
+    config.data.masking_split = "80/0/20"
+    inputs.resolve_data(config)

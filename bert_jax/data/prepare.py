@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import pathlib
@@ -297,6 +298,32 @@ CONFIG_OPTIONS = (
 def options_from_config(data_config) -> dict:
     """The prepare() keyword arguments that a config's `data` section sets (those present)."""
     return {k: data_config[k] for k in CONFIG_OPTIONS if k in data_config}
+
+
+def check_built_options(data_dir: str | os.PathLike, data_config) -> None:
+    """Refuses a config that asks for other data than `data_dir` holds (by its stats.json), when
+    the run will not build it (no data.corpus): a masking split, whole-word masking, pair option
+    or casing given on the command line would be silently ignored by static records."""
+    stats_file = pathlib.Path(data_dir) / "stats.json"
+    if not stats_file.is_file():  # data made elsewhere (the original scripts): nothing recorded
+        return
+    recorded = json.loads(stats_file.read_text())["args"]
+    baked = ["short_seq_prob", "next_sentence", "lowercase"]
+    if not recorded.get("dynamic_masking"):  # else the pipeline masks with the config's options
+        baked += ["masked_lm_prob", "masking_split", "whole_word_mask"]
+    defaults = inspect.signature(prepare).parameters
+    for key in baked:
+        if key not in recorded or key not in data_config:
+            continue
+        value, built = data_config[key], recorded[key]
+        nsp_on_single_segments = key == "next_sentence" and value and not built
+        if value != built and (value != defaults[key].default or nsp_on_single_segments):
+            raise ValueError(
+                f"data.dir={os.fspath(data_dir)} holds data prepared with {key}={built!r} (its "
+                f"stats.json), but config.data.{key}={value!r}; without data.corpus the data "
+                f"is used as it is. Prepare data with that option (`prepare --{key}=...`, or set "
+                "data.corpus to build it), or drop the override."
+            )
 
 
 def _define_flags() -> None:
