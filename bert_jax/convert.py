@@ -4,7 +4,8 @@ r"""Import Hugging Face and original Google TF BERT checkpoints; export to HF, T
 
 PATH is a Hugging Face directory (config.json + model.safetensors or pytorch_model.bin), a Google
 TF checkpoint (bert_config.json + bert_model.ckpt.*; a directory or the prefix), or one of our
-workdirs (config.json + checkpoints/<step>/, e.g. a pre-training run or a `--format=ours` export).
+workdirs (config.json + checkpoints/<step>/, e.g. a pre-training run or a `--format=ours` export;
+a fine-tuning run's selected model in best/).
 OUT_DIR receives: hf: config.json, model.safetensors, vocab.txt, tokenizer_config.json;
 tf: bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json, vocab.txt; ours: see `save_ours`.
 A classifier head exports as the class the source names (HF `architectures`, a fine-tuning run's
@@ -156,7 +157,12 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
     cfg = _read_json(workdir / "config.json")
     if not isinstance(cfg.get("model"), dict):
         raise ValueError(f"{workdir / 'config.json'}: no 'model' section; not a bert_jax workdir.")
-    step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
+    if (workdir / "best").is_dir():  # a fine-tuning run: its selected model, not its last step
+        source = str(workdir / "best")
+        raw = weights_io.read_selected_params(source)
+    else:
+        step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
+        source = str(workdir / "checkpoints" / str(step))
     raw = unstack_layers(raw)  # a scan_layers run stores the layers stacked
     fields = {k: v for k, v in cfg["model"].items() if k != "size"}
     # How the run computed (scan_layers, the attention backend, bf16 matmuls, ...) is not part
@@ -167,11 +173,10 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
     if not fields.get("vocab_size"):  # 0 means "count data.vocab_file": the table itself knows
         table = raw.get("bert", {}).get("embeddings", {}).get("word_embeddings", {})
         if "embedding" not in table:
-            raise ValueError(f"{workdir}/checkpoints/{step}: no bert/embeddings/word_embeddings.")
+            raise ValueError(f"{source}: no bert/embeddings/word_embeddings.")
         fields["vocab_size"] = int(table["embedding"].shape[0])
     config = make_config(fields, str(workdir / "config.json"))
     flat = {"/".join(k): np.asarray(v) for k, v in flatten_dict(raw).items()}
-    source = str(workdir / "checkpoints" / str(step))
     params, report = tensors_to_params(
         flat, "ours", config, source, strict=strict, config_file=str(workdir / "config.json")
     )
@@ -239,7 +244,8 @@ def load_pretrained(path: str | os.PathLike, *, strict: bool = True) -> Loaded:
         path = samples.fetch(str(path).removeprefix("sample:"))
     p = pathlib.Path(path)
     if p.is_dir():
-        if (p / "checkpoints").is_dir() and (p / "config.json").is_file():
+        ours = (p / "checkpoints").is_dir() or (p / "best").is_dir()
+        if ours and (p / "config.json").is_file():
             return _load_ours(p, strict)
         if (p / "config.json").is_file() and any(
             (p / f).exists() for f in weights_io.HF_WEIGHT_FILES
@@ -256,7 +262,7 @@ def load_pretrained(path: str | os.PathLike, *, strict: bool = True) -> Loaded:
         f"{p}: not a checkpoint. Expected a Hugging Face directory (config.json + "
         "model.safetensors or pytorch_model.bin), a Google TF checkpoint (bert_config.json + "
         "bert_model.ckpt.index/.data-*: the directory or the prefix), or a bert_jax workdir "
-        "(config.json + checkpoints/)."
+        "(config.json + checkpoints/, or best/ for a fine-tuning run)."
     )
 
 

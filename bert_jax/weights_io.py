@@ -333,6 +333,20 @@ def read_orbax_params(checkpoints_dir: str | os.PathLike) -> tuple[int, dict]:
         manager.close()
 
 
+def read_selected_params(directory: str | os.PathLike) -> dict:
+    """The params of a fine-tuning run's selected model (`workdir/best`, one Orbax checkpoint of
+    the params alone, as `finetune` keeps it), as numpy arrays."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    path = os.path.abspath(directory)
+    with ocp.PyTreeCheckpointer() as loader:
+        tree = loader.metadata(path).item_metadata
+        tree = dict(getattr(tree, "tree", tree))
+        as_numpy = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return loader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
 def write_orbax_params(params: dict, checkpoints_dir: str | os.PathLike, step: int = 0) -> None:
     """Saves {"params": params} with the same manager (and layout) as pre-training runs."""
     from bert_jax import checkpoints

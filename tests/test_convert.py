@@ -4,6 +4,7 @@ trips, and refusal of bad files. Tiny models; the text is real (the Wikipedia sa
 import dataclasses
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -493,8 +494,12 @@ def test_token_classification_workdir_exports_as_such(minilm_dir, pair_batch, tm
     ready = finetune.Setup(None, {}, {}, config, None, None, vocab, lowercase=True)
     finetune._write_config(ft, ready, str(run))
     ckpt = checkpoints.Checkpointer(str(run / "checkpoints"), save_every=1, keep=1)
-    ckpt.save(9, {"step": 9, "params": params, "opt_state": {"mu": params}}, force=True)
+    last = jax.tree.map(lambda x: x - 1.0, params)  # the last step; the selected model differs
+    ckpt.save(9, {"step": 9, "params": last, "opt_state": {"mu": last}}, force=True)
     ckpt.close()
+    # The run keeps its selected epoch's model in best/: that is the model a user exports (the
+    # last step's was exported before, whatever train.select chose).
+    finetune._save_params(str(run / "best"), params, {"epoch": 1, "step": 3})
 
     convert.convert(run, tmp_path / "hf", "hf")
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -509,6 +514,11 @@ def test_token_classification_workdir_exports_as_such(minilm_dir, pair_batch, tm
     diff = _max_diff(ours, _hf_outputs(back.eval(), pair_batch).logits)
     print(f"\ntoken-classification workdir -> transformers: max |logit diff| {diff:.2e}")
     assert diff < TOL
+
+    # Without the train state (train.keep_train_state=False removes checkpoints/) as well.
+    shutil.rmtree(run / "checkpoints")
+    loaded = convert.load_pretrained(run)
+    jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
 
     # Where nothing says which kind the classifier is, the export asks instead of guessing.
     with pytest.raises(ValueError, match=r"architecture=None does not say which kind"):
