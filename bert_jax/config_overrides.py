@@ -60,6 +60,12 @@ def unknown_override(argv: Sequence[str]) -> str | None:
         return None
     fields = set(_fields(load(spec)))  # a bad config string raises here
     for name in names:
+        if name == "model.size":  # it only records the argument that set the sizes
+            return (
+                "--config.model.size: the size is the config argument "
+                f"(--config={spec.partition(':')[0]}:size=base); model.size only records it. "
+                "For other sizes override model.num_hidden_layers, model.hidden_size, ..."
+            )
         if name not in fields:
             hint = _suggest(name, sorted(fields))
             return (

@@ -442,6 +442,7 @@ def test_config_arg_typos_are_errors():
         ("--config.optimizer.lerning_rate=1e-3", "Did you mean --config.optimizer.learning_rate?"),
         ("--config.data.max_seq_lenght=64", "Did you mean --config.data.max_seq_length"),
         ("--config.nope.nothing=1", "--config.nope.nothing: no such field"),
+        ("--config.model.size=base", "the size is the config argument"),  # was ignored
     ],
 )
 def test_a_misplaced_or_misspelt_override_names_the_field(override, expected):
