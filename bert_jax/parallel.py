@@ -335,9 +335,8 @@ def resolve(mode: str, *, mesh_ok: bool = True) -> str:
     several local devices, else jit. `jit` and `pmap` are refused with several processes (each
     process would train a model of its own, or fail to save a pmap state), and so is the mesh
     where it is not offered (`mesh_ok=False`: fine-tuning runs in one process)."""
-    modes = ("auto", "jit", "pmap", "mesh") if mesh_ok else ("auto", "jit", "pmap")
-    if mode not in modes and mode != "mesh":
-        raise ValueError(f"train.parallel={mode!r}; use one of {modes}.")
+    if mode not in ("auto", "jit", "pmap", "mesh"):
+        raise ValueError(f"train.parallel={mode!r}; use 'auto', 'jit', 'pmap' or 'mesh'.")
     hosts = jax.process_count()
     if not mesh_ok and hosts > 1:
         raise ValueError(

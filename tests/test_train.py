@@ -479,7 +479,7 @@ def test_config_mistakes_are_found_before_any_data_is_read(tmp_path):
     config = pretrain.get_config("size=tiny")
     for field, value, message in [
         ("optimizer.name", "adam", "optimizer.name='adam'; use one of"),
-        ("train.parallel", "dp", "train.parallel='dp'; use one of"),
+        ("train.parallel", "dp", "train.parallel='dp'; use 'auto', 'jit', 'pmap' or 'mesh'"),
     ]:
         bad = config.copy_and_resolve_references()
         section, name = field.split(".")
