@@ -42,6 +42,7 @@ from bert_jax.checkpoint_names import (
     tensors_to_params,
     tf_skip_reason,
 )
+from bert_jax.hf_tokenizer_files import read_json as _read_json
 from bert_jax.model import (
     IMPLEMENTATION_FIELDS,
     BertConfig,
@@ -72,9 +73,6 @@ class Loaded:
 
 
 # --------------------------------------------------------------------------- import
-
-
-_read_json = hf_tokenizer_files.read_json
 
 
 def _check_vocab(vocab_file: pathlib.Path | None, config: BertConfig, source: str) -> None:

@@ -23,12 +23,12 @@ Array = jax.Array
 def weighted_cross_entropy(logits_BxKxC: Array, labels_BxK: Array, weights_BxK: Array):
     """(sum_i w_i * -log softmax(logits_i)[label_i], sum_i w_i), in float32.
 
-    A weight-0 entry adds nothing whatever its label (e.g. Hugging Face's ignore index -100): an
-    out-of-range label would otherwise gather NaN, and NaN * 0 is NaN."""
+    A weight-0 entry adds nothing whatever its label (e.g. Hugging Face's ignore index -100): the
+    gather clips out-of-range labels (its default fills NaN, and NaN * 0 is NaN)."""
     logp = jax.nn.log_softmax(logits_BxKxC.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(logp, labels_BxK[..., None], axis=-1, mode="clip")[..., 0]
     w = weights_BxK.astype(jnp.float32)
-    return jnp.sum(jnp.where(w > 0, nll * w, 0.0)), jnp.sum(w)
+    return jnp.sum(nll * w), jnp.sum(w)
 
 
 def weighted_correct(logits_BxKxC: Array, labels_BxK: Array, weights_BxK: Array):

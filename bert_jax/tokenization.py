@@ -163,10 +163,8 @@ def _fixed_alphabet(
     ranked = sorted(counts, key=lambda ch: (-counts[ch], ch))  # ties by code point
     total, covered, size, taken = sum(counts.values()), 0, 0, 0
     for ch in ranked:
-        if taken >= limit and covered >= ALPHABET_COVERAGE * total:
-            break
-        cost = 1 + (ch in continuing)
-        if taken >= limit and size + cost > room:
+        cost = 1 + (ch in continuing)  # the character and its `##` symbol
+        if taken >= limit and (covered >= ALPHABET_COVERAGE * total or size + cost > room):
             break
         covered, size, taken = covered + counts[ch], size + cost, taken + 1
     alphabet = sorted(ranked[:taken])
