@@ -362,6 +362,13 @@ FINETUNE_ARCHITECTURES = {
     "choice": "BertForMultipleChoice",
     "span": "BertForQuestionAnswering",
 }
+# ... and the `problem_type` of its HF config (the loss transformers trains it with, and the
+# sigmoid or softmax its text-classification pipeline applies).
+FINETUNE_PROBLEM_TYPES = {
+    "classification": "single_label_classification",
+    "regression": "regression",
+    "multilabel": "multi_label_classification",
+}
 
 
 def config_from_hf(d: dict, source: str) -> BertConfig:
@@ -435,8 +442,21 @@ def hf_architectures(heads: list[str], classifier: str | None = None) -> list[st
     return names or ["BertModel"]
 
 
-def config_to_hf(config: BertConfig, architectures: list[str], num_labels: int = 0) -> dict:
+def config_to_hf(
+    config: BertConfig,
+    architectures: list[str],
+    num_labels: int = 0,
+    label_names: list[str] | None = None,
+    problem_type: str | None = None,
+) -> dict:
+    """HF config.json of `config`: id2label from `label_names` (LABEL_i without them), and
+    `problem_type` where given."""
     _refuse_causal(config)
+    if label_names is not None and len(label_names) != num_labels:
+        raise ValueError(
+            f"{len(label_names)} label names {label_names[:5]} for a classifier with "
+            f"{num_labels} outputs; they must match one to one."
+        )
     if config.position_embedding_type != "learned":
         raise ValueError(
             f"position_embedding_type={config.position_embedding_type!r}: Hugging Face's BERT "
@@ -451,9 +471,26 @@ def config_to_hf(config: BertConfig, architectures: list[str], num_labels: int =
         **{k: getattr(config, k) for k in _HF_FIELDS},
     }
     if num_labels:
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+        names = label_names or [f"LABEL_{i}" for i in range(num_labels)]
+        out["id2label"] = {str(i): name for i, name in enumerate(names)}
+        out["label2id"] = {name: i for i, name in enumerate(names)}
+        if problem_type is not None:
+            out["problem_type"] = problem_type
     return out
+
+
+def labels_from_hf(d: dict) -> tuple[list[str] | None, str | None]:
+    """(label names in id order, problem_type) of a HF config.json; names None where it has
+    no id2label or only transformers' defaults (LABEL_0, ...)."""
+    id2label = d.get("id2label") or {}
+    try:
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except ValueError:  # non-integer ids: not a config transformers writes
+        names = []
+    if names != [str(id2label.get(str(i))) for i in range(len(names))]:
+        names = []  # ids not 0..n-1
+    default = names == [f"LABEL_{i}" for i in range(len(names))]
+    return (names if names and not default else None), d.get("problem_type")
 
 
 def config_to_tf(config: BertConfig) -> dict:

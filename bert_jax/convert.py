@@ -31,12 +31,14 @@ from bert_jax import hf_tokenizer_files, weights_io
 from bert_jax.checkpoint_names import (
     CLASSIFIER_ARCHITECTURES,
     FINETUNE_ARCHITECTURES,
+    FINETUNE_PROBLEM_TYPES,
     config_from_hf,
     config_from_tf,
     config_to_hf,
     config_to_tf,
     heads_of,
     hf_architectures,
+    labels_from_hf,
     make_config,
     naming_table,
     tensors_to_params,
@@ -60,6 +62,8 @@ class Loaded:
     `config` is the architecture with the default compute settings (float32, no scan).
     `strip_accents` None follows `lowercase` (BERT's rule). `architecture` is the Hugging Face
     class the source says the model is (e.g. "BertForTokenClassification"), None if it does not.
+    `label_names` name a classifier's outputs in order (HF id2label, a fine-tuning run's
+    labels), `problem_type` is HF's ("multi_label_classification", ...); None if unknown.
     """
 
     config: BertConfig
@@ -70,6 +74,8 @@ class Loaded:
     report: dict
     strip_accents: bool | None = None
     architecture: str | None = None
+    label_names: list[str] | None = None
+    problem_type: str | None = None
 
 
 # --------------------------------------------------------------------------- import
@@ -120,6 +126,7 @@ def _load_hf(directory: pathlib.Path, strict: bool) -> Loaded:
         report,
         strip_accents,
         architectures[0] if len(architectures) == 1 else None,
+        *labels_from_hf(hf_config),
     )
 
 
@@ -186,19 +193,28 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
     _check_vocab(vocab, config, str(workdir / "config.json"))
     lowercase = bool(data.get("lowercase", True))
     report["lowercase"] = "data.lowercase in config.json" if "lowercase" in data else "default"
-    architecture = _workdir_architecture(cfg, report)
+    architecture, problem_type = _workdir_architecture(cfg, report)
     heads = heads_of(params)
     return Loaded(
-        config, params, vocab, lowercase, heads, report, data.get("strip_accents"), architecture
+        config,
+        params,
+        vocab,
+        lowercase,
+        heads,
+        report,
+        data.get("strip_accents"),
+        architecture,
+        cfg.get("label_names"),
+        problem_type,
     )
 
 
-def _workdir_architecture(cfg: dict, report: dict) -> str | None:
-    """The HF class of a fine-tuning workdir's model, from its task's head; `architecture` as
-    save_ours writes it; None for a pre-training run."""
+def _workdir_architecture(cfg: dict, report: dict) -> tuple[str | None, str | None]:
+    """(HF class, HF problem_type) of a fine-tuning workdir's model, from its task's head; as
+    save_ours writes them for other workdirs; (None, None) for a pre-training run."""
     task = cfg.get("task")
     if not isinstance(task, dict) or "kind" not in task:
-        return cfg.get("architecture")
+        return cfg.get("architecture"), cfg.get("problem_type")
     import ml_collections  # noqa: PLC0415
 
     from bert_jax.data.tasks import registry  # noqa: PLC0415
@@ -210,13 +226,13 @@ def _workdir_architecture(cfg: dict, report: dict) -> str | None:
             f"head={spec}: the head reads the encoder otherwise than BERT's, which no Hugging "
             "Face class computes"
         )
-        return None
+        return None, None
     try:
         head = registry.make_task(ml_collections.ConfigDict(task), tokenizer=None).head
     except (KeyError, ValueError) as e:  # only an HF export needs it: load the weights anyway
         report["notes"].append(f"task {task.get('name')!r} gives no head ({e})")
-        return None
-    return FINETUNE_ARCHITECTURES[head]
+        return None, None
+    return FINETUNE_ARCHITECTURES[head], FINETUNE_PROBLEM_TYPES.get(head)
 
 
 def _resolve_vocab(workdir: pathlib.Path, data: dict) -> pathlib.Path | None:
@@ -378,13 +394,16 @@ def save_hf(
     *,
     strip_accents: bool | None = None,
     architecture: str | None = None,
+    label_names: list[str] | None = None,
+    problem_type: str | None = None,
 ) -> pathlib.Path:
     """Writes a Hugging Face directory: config.json, model.safetensors, vocab and tokenizer config.
 
     Tensor names carry the `bert.` prefix when a head is present (BertFor* layout), none for a
     bare encoder (BertModel layout). The MLM decoder is not written: transformers ties it to the
     word embeddings itself. `architecture` is the class of a `classifier` head (one of
-    CLASSIFIER_ARCHITECTURES), required with one: its tensors do not tell.
+    CLASSIFIER_ARCHITECTURES), required with one: its tensors do not tell. `label_names` and
+    `problem_type` go to config.json's id2label/label2id and problem_type (a classifier's).
     """
     out = pathlib.Path(out_dir)
     heads = heads_of(params)
@@ -395,7 +414,9 @@ def save_hf(
     if set(architectures) <= _NO_POOLER:
         tensors = {k: v for k, v in tensors.items() if not k.startswith("bert.pooler.")}
     num_labels = tensors["classifier.bias"].shape[0] if "classifier.bias" in tensors else 0
-    hf_config = config_to_hf(config, architectures, num_labels)
+    if not num_labels:
+        label_names = problem_type = None  # a span or pre-training head: no classes
+    hf_config = config_to_hf(config, architectures, num_labels, label_names, problem_type)
     _prepare_out(out, ["config.json", *weights_io.HF_WEIGHT_FILES, "vocab.txt"])
     weights_io.write_safetensors(tensors, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
@@ -439,11 +460,14 @@ def save_ours(
     *,
     strip_accents: bool | None = None,
     architecture: str | None = None,
+    label_names: list[str] | None = None,
+    problem_type: str | None = None,
 ) -> pathlib.Path:
     """Writes a minimal bert_jax workdir that `load_pretrained` (and init_checkpoint) reads:
 
     OUT_DIR/config.json       {"model": BertConfig fields, "data": {vocab_file, lowercase,
-                              strip_accents}, "architecture": the classifier head's HF class}
+                              strip_accents}, "architecture": the classifier head's HF class,
+                              "label_names", "problem_type" (where known)}
     OUT_DIR/vocab.txt         copy of vocab_file (if given)
     OUT_DIR/checkpoints/0/    Orbax checkpoint of {"params": params}, as pre-training saves
     """
@@ -454,8 +478,8 @@ def save_ours(
     if strip_accents is not None:
         data["strip_accents"] = strip_accents
     cfg = {"model": dataclasses.asdict(config), "data": data}
-    if architecture is not None:
-        cfg["architecture"] = architecture
+    extra = dict(architecture=architecture, label_names=label_names, problem_type=problem_type)
+    cfg.update({k: v for k, v in extra.items() if v is not None})
     weights_io.write_orbax_params(params, out / "checkpoints", step=0)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     _copy_vocab(vocab_file, out)
@@ -495,6 +519,8 @@ def convert(
         architecture = loaded.architecture
     out = pathlib.Path(out_dir)
     meta = dict(strip_accents=loaded.strip_accents, architecture=architecture)
+    if "classifier" in loaded.heads:
+        meta.update(label_names=loaded.label_names, problem_type=loaded.problem_type)
     if fmt == "hf":
         save_hf(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase, **meta)
     elif fmt == "tf":

@@ -213,6 +213,7 @@ class Setup:
     tokenizer: BertTokenizer
     vocab_file: str
     lowercase: bool
+    strip_accents: bool | None = None  # None: with lowercasing (BERT's rule)
 
 
 def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print) -> Setup:
@@ -284,7 +285,17 @@ def setup(config: ml_collections.ConfigDict, log: Callable[[str], None] = print)
         if config.reinit_pooler:
             encoder.pop("pooler", None)
         params = {"bert": encoder}
-    return Setup(task, splits, features, bert_config, params, tokenizer, str(vocab_file), lowercase)
+    return Setup(
+        task,
+        splits,
+        features,
+        bert_config,
+        params,
+        tokenizer,
+        str(vocab_file),
+        lowercase,
+        strip_accents,
+    )
 
 
 def _check_train_config(t, opt) -> None:
@@ -498,11 +509,17 @@ def _select(history: list[dict], metric: str, select: str) -> dict:
 
 
 def _write_config(config: ml_collections.ConfigDict, ready: Setup, workdir: str) -> None:
-    """The config as run, with the real architecture and vocab (so that the workdir can be an
-    init_checkpoint itself, e.g. MNLI -> RTE)."""
+    """The config as run, with the real architecture, vocab and casing (so that the workdir can
+    be an init_checkpoint itself, e.g. MNLI -> RTE) and the task's class names (an export's
+    id2label)."""
     saved = ml_collections.ConfigDict(config.to_dict())
     saved.model = dataclasses.asdict(ready.bert_config)
     saved.data = {"vocab_file": os.path.abspath(ready.vocab_file), "lowercase": ready.lowercase}
+    if ready.strip_accents is not None:
+        saved.data.strip_accents = ready.strip_accents
+    names = getattr(ready.task, "class_names", None)
+    if names:
+        saved.label_names = list(names)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(saved.to_json_best_effort(indent=2))
 

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
 import warnings
 
 import jax
@@ -491,7 +492,9 @@ def test_token_classification_workdir_exports_as_such(minilm_dir, pair_batch, tm
     ft = finetune_config.get_config("task=wnut16,size=tiny")  # NER: the token head
     vocab = str(minilm_dir / "vocab.txt")
     # The config.json of a fine-tuning run, written by the code that writes it.
-    ready = finetune.Setup(None, {}, {}, config, None, None, vocab, lowercase=True)
+    tags = ["O", "B-loc", "B-per", "I-loc", "I-per"]
+    task = types.SimpleNamespace(class_names=tags)  # what NerTask.load read from the data
+    ready = finetune.Setup(task, {}, {}, config, None, None, vocab, True, strip_accents=False)
     finetune._write_config(ft, ready, str(run))
     ckpt = checkpoints.Checkpointer(str(run / "checkpoints"), save_every=1, keep=1)
     last = jax.tree.map(lambda x: x - 1.0, params)  # the last step; the selected model differs
@@ -503,11 +506,16 @@ def test_token_classification_workdir_exports_as_such(minilm_dir, pair_batch, tm
 
     convert.convert(run, tmp_path / "hf", "hf")
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert cfg["architectures"] == ["BertForTokenClassification"] and len(cfg["id2label"]) == 5
+    assert cfg["architectures"] == ["BertForTokenClassification"]
+    assert cfg["id2label"] == {str(i): t for i, t in enumerate(tags)}
+    assert "problem_type" not in cfg  # transformers' token classifier has no such choice
+    tok_cfg = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    assert tok_cfg["strip_accents"] is False  # the run's tokenizer, not the lowercasing default
     back, info = transformers.AutoModelForTokenClassification.from_pretrained(
         tmp_path / "hf", output_loading_info=True
     )
     assert type(back).__name__ == "BertForTokenClassification"
+    assert back.config.id2label == dict(enumerate(tags))
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     ids, mask, seg = (np.asarray(x, np.int32) for x in pair_batch)
     ours = model.apply({"params": params}, ids, mask, seg)["logits"]
@@ -537,3 +545,35 @@ def test_cli_converts_a_hf_directory(hf_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mapped 41 tensors" in done.stdout and "heads: ['classifier']" in done.stdout
     _assert_same_params(convert.load_pretrained(out).params, convert.load_pretrained(hf_dir).params)
+
+
+def test_label_names_and_problem_type_survive_conversion(hf_dir, tmp_path):
+    """A fine-tuned HF classifier's id2label and problem_type (what its pipeline prints and
+    whether it applies a sigmoid) come through ours and back; they used to become LABEL_i."""
+    _edit_config(
+        hf_dir,
+        id2label={"0": "toxic", "1": "insult"},
+        label2id={"toxic": 0, "insult": 1},
+        problem_type="multi_label_classification",
+    )
+    convert.convert(hf_dir, tmp_path / "ours", "ours")
+    loaded = convert.load_pretrained(tmp_path / "ours")
+    assert loaded.label_names == ["toxic", "insult"]
+    assert loaded.problem_type == "multi_label_classification"
+    convert.convert(tmp_path / "ours", tmp_path / "hf", "hf")
+    back = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+    assert back.id2label == {0: "toxic", 1: "insult"} and back.label2id == {"toxic": 0, "insult": 1}
+    assert back.problem_type == "multi_label_classification"
+
+    # transformers' defaults stay defaults; a name list of the wrong length is refused.
+    _edit_config(hf_dir, id2label={"0": "LABEL_0", "1": "LABEL_1"}, problem_type=None)
+    plain = convert.load_pretrained(hf_dir)
+    assert plain.label_names is None and plain.problem_type is None
+    with pytest.raises(ValueError, match=r"3 label names .* 2 outputs"):
+        convert.save_hf(
+            plain.params,
+            plain.config,
+            tmp_path / "bad",
+            architecture="BertForSequenceClassification",
+            label_names=["a", "b", "c"],
+        )

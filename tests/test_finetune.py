@@ -465,6 +465,13 @@ def test_local_file_task_end_to_end(task, metric, vocab_file, tmp_path):
     lines = (tmp_path / "run" / "predictions" / pred).read_text().splitlines()
     n_dev = {"multilabel": 13, "longdoc": 3, "swag": 10}[task]  # 20% held out
     assert len(lines) == n_dev + 1  # a header and one line per dev example
+    if task == "multilabel":  # its HF export says what the outputs are and how to score them
+        import transformers
+
+        convert.convert(tmp_path / "run", tmp_path / "hf", "hf")
+        hf = transformers.AutoConfig.from_pretrained(tmp_path / "hf")
+        assert sorted(hf.id2label.values()) == ["exclaim", "question", "short"]
+        assert hf.problem_type == "multi_label_classification"
 
 
 def test_pairs_for_a_model_with_one_segment_are_refused():

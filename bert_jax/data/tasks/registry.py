@@ -52,6 +52,12 @@ class Task:
     def has_labels(self, split: str) -> bool:
         return not split.startswith("test")
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The name of each output class, in logit order (an export's id2label); None where
+        the outputs are not classes (spans, choices, a regression)."""
+        return None
+
 
 class GlueTask(Task):
     def __init__(self, cfg, tokenizer):
@@ -59,6 +65,10 @@ class GlueTask(Task):
         self.glue = glue.get_task(cfg.name)
         self.head, self.metric = self.glue.head, self.glue.metric
         self.num_labels = max(1, len(self.glue.label_names))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return list(self.glue.label_names) or None
 
     def load(self) -> dict[str, list]:
         source = self.cfg.source or "tfds"
@@ -115,6 +125,11 @@ class TextTask(Task):
     """Single texts or pairs from the built-in samples or CSV/TSV/JSONL files."""
 
     multilabel = False
+    label_names: list[str] | None = None  # read from the data by `load`
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.label_names
 
     def load(self) -> dict[str, list]:
         c = self.cfg
@@ -210,6 +225,11 @@ class LongDocTask(TextTask):
 
 class NerTask(Task):
     head, metric = "token", "f1"
+    labels: list[str] | None = None  # the tags, read from the data by `load`
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.labels
 
     def load(self) -> dict[str, list]:
         c = self.cfg
