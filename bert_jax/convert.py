@@ -7,7 +7,8 @@ TF checkpoint (bert_config.json + bert_model.ckpt.*; a directory or the prefix),
 workdirs (config.json + checkpoints/<step>/, e.g. a pre-training run or a `--format=ours` export;
 a fine-tuning run's selected model in best/).
 OUT_DIR receives: hf: config.json, model.safetensors, vocab.txt, tokenizer_config.json;
-tf: bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json, vocab.txt; ours: see `save_ours`.
+tf: bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json, vocab.txt and
+tokenizer_config.json (the casing, which our loader reads there); ours: see `save_ours`.
 A classifier head exports as the class the source names (HF `architectures`, a fine-tuning run's
 task); --architecture=BertForTokenClassification (etc.) names it where the source does not.
 
@@ -420,17 +421,26 @@ def save_hf(
     _prepare_out(out, ["config.json", *weights_io.HF_WEIGHT_FILES, "vocab.txt"])
     weights_io.write_safetensors(tensors, out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    if vocab_file is not None:
-        _copy_vocab(vocab_file, out)
-        tok = {
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": lowercase,
-            "strip_accents": strip_accents,
-            "tokenize_chinese_chars": True,
-            "model_max_length": config.max_position_embeddings,
-        }
-        (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2) + "\n")
+    _write_tokenizer_files(vocab_file, out, lowercase, strip_accents, config)
     return out
+
+
+def _write_tokenizer_files(
+    vocab_file, out_dir: pathlib.Path, lowercase: bool, strip_accents, config: BertConfig
+) -> None:
+    """vocab.txt and the casing options as transformers' tokenizer_config.json (which our
+    loader reads next to a TF checkpoint too: the original format has no place for them)."""
+    if vocab_file is None:
+        return
+    _copy_vocab(vocab_file, out_dir)
+    tok = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": lowercase,
+        "strip_accents": strip_accents,
+        "tokenize_chinese_chars": True,
+        "model_max_length": config.max_position_embeddings,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tok, indent=2) + "\n")
 
 
 def save_tf(
@@ -438,16 +448,20 @@ def save_tf(
     config: BertConfig,
     out_prefix: str | os.PathLike,
     vocab_file: str | os.PathLike | None = None,
+    lowercase: bool = True,
+    *,
+    strip_accents: bool | None = None,
 ) -> str:
     """Writes a Google TF checkpoint with the original variable names, plus bert_config.json
-    (and vocab.txt) next to it. Returns the checkpoint prefix."""
+    (and vocab.txt with a tokenizer_config.json of the casing) next to it. Returns the prefix."""
     prefix = pathlib.Path(out_prefix)
     tensors = export_tensors(params, config, "tf")
     tf_config = config_to_tf(config)
-    _prepare_out(prefix.parent, ["bert_config.json", prefix.name + ".index", "vocab.txt"])
+    out = prefix.parent
+    _prepare_out(out, ["bert_config.json", prefix.name + ".index", "vocab.txt"])
     written = weights_io.write_tf_checkpoint(tensors, str(prefix))
-    (prefix.parent / "bert_config.json").write_text(json.dumps(tf_config, indent=2) + "\n")
-    _copy_vocab(vocab_file, prefix.parent)
+    (out / "bert_config.json").write_text(json.dumps(tf_config, indent=2) + "\n")
+    _write_tokenizer_files(vocab_file, out, lowercase, strip_accents, config)
     return written
 
 
@@ -524,7 +538,14 @@ def convert(
     if fmt == "hf":
         save_hf(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase, **meta)
     elif fmt == "tf":
-        save_tf(loaded.params, loaded.config, out / "bert_model.ckpt", loaded.vocab_file)
+        save_tf(
+            loaded.params,
+            loaded.config,
+            out / "bert_model.ckpt",
+            loaded.vocab_file,
+            loaded.lowercase,
+            strip_accents=loaded.strip_accents,
+        )
     else:
         save_ours(loaded.params, loaded.config, out, loaded.vocab_file, loaded.lowercase, **meta)
     return loaded

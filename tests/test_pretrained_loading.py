@@ -127,8 +127,9 @@ def test_strip_accents_of_tokenizer_config(minilm_dir, tmp_path, lowercase, stri
     assert not np.array_equal(want, default(TEXTS, padding=True, return_tensors="np")["input_ids"])
     tok, _, _ = bert_jax.from_pretrained(src)
     np.testing.assert_array_equal(tok(TEXTS)["input_ids"], want)
-    # Our exports keep the option: transformers reads the HF one, we read both.
-    for fmt in ("hf", "ours"):
+    # Our exports keep the options: transformers reads the HF one, we read all three (a TF
+    # export carries them in a tokenizer_config.json beside the checkpoint).
+    for fmt in ("hf", "ours", "tf"):
         convert.convert(src, tmp_path / fmt, fmt)
         tok, _, _ = bert_jax.from_pretrained(tmp_path / fmt)
         np.testing.assert_array_equal(tok(TEXTS)["input_ids"], want)
