@@ -1,5 +1,6 @@
 """TFDS: the local-corpus builder round trip, prepare from a TFDS name, a fast offline failure."""
 
+import pathlib
 import time
 import urllib.request
 from xml.sax.saxutils import escape as xml_escape
@@ -82,3 +83,31 @@ def test_public_dataset_offline_fails_fast_and_clearly(tmp_path, monkeypatch):
     assert time.time() - start < 5
     with pytest.raises(ValueError, match="not a TFDS dataset"):
         list(tfds_corpus.iter_tfds_documents("no_such_dataset_xyz"))
+
+
+def test_build_checks_the_corpus_of_an_existing_dataset(tmp_path, caplog):
+    # TFDS knows a build by name and version only: building a name again from another corpus
+    # must fail rather than return the first corpus' documents.
+    first, other, moved = (tmp_path / f"{n}.txt" for n in ("first", "other", "moved"))
+    corpus.write_text(DOCS, first)
+    corpus.write_text(DOCS[:1], other)
+    data_dir = tmp_path / "tfds"
+    tfds_corpus.build(str(first), "mine", data_dir)
+    start = time.time()
+    builder = tfds_corpus.build(str(first), "mine", data_dir)  # the same corpus: reused
+    assert time.time() - start < 1 and builder.info.splits["train"].num_examples == len(DOCS)
+    with pytest.raises(
+        ValueError, match=r"(?s)from '\S*first.txt'.*not from '\S*other.txt'.*delete"
+    ):
+        tfds_corpus.build(str(other), "mine", data_dir)
+    moved.write_bytes(first.read_bytes())  # the same contents elsewhere: reused
+    tfds_corpus.build(str(moved), "mine", data_dir)
+    corpus.write_text(DOCS[::-1], first)  # edited in place, the size unchanged
+    assert first.stat().st_size == moved.stat().st_size
+    with pytest.raises(ValueError, match="another name"):
+        tfds_corpus.build(str(first), "mine", data_dir)
+    # A dataset built before the record existed is reused, with a warning.
+    (pathlib.Path(builder.data_dir) / "corpus_source.json").unlink()
+    with caplog.at_level("WARNING"):
+        tfds_corpus.build(str(other), "mine", data_dir)
+    assert "cannot be checked" in caplog.text

@@ -15,6 +15,8 @@ seconds instead of minutes of retries.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
 import threading
@@ -24,12 +26,15 @@ from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from bert_jax.data import corpus as corpus_lib
 
 BUILDER_NAME = "bert_text_corpus"
 _PROBE_URL = "https://storage.googleapis.com/tfds-data/"  # TFDS' own bucket
 _PROBE_TIMEOUT_S = 5.0
+# Written next to the TFDS files of a built dataset: the corpus it was built from.
+_SOURCE_FILE = "corpus_source.json"
 
 
 class CorpusConfig(tfds.core.BuilderConfig):
@@ -68,11 +73,84 @@ class BertTextCorpus(tfds.core.GeneratorBasedBuilder):
 
 
 def build(corpus: str, name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-    """Builds (once) the TFDS dataset `bert_text_corpus/<name>` of a local corpus."""
-    config = CorpusConfig(name=name, path=os.fspath(corpus), description=f"Corpus {corpus}")
+    """Builds (once) the TFDS dataset `bert_text_corpus/<name>` of a local corpus.
+
+    TFDS knows a dataset by name and version only, so the corpus it was built from is recorded
+    next to it: building the same name again reuses it if the corpus is the same, and raises a
+    ValueError if not (instead of quietly returning the other corpus' documents).
+    """
+    corpus = os.fspath(corpus)
+    config = CorpusConfig(name=name, path=corpus, description=f"Corpus {corpus}")
     builder = BertTextCorpus(config=config, data_dir=os.fspath(data_dir))
+    record = pathlib.Path(builder.data_dir) / _SOURCE_FILE
+    source = _source(corpus)
+    if record.parent.exists():  # as download_and_prepare decides that it has nothing to do
+        _check_source(record, source)
+        return builder
+    if "path" in source:
+        source["sha256"] = _sha256(source["path"])
     builder.download_and_prepare()
+    record.write_text(json.dumps(source, indent=1) + "\n")
     return builder
+
+
+def _source(corpus: str) -> dict:
+    """The file a build reads (for a sample its cached text conversion), its size and mtime."""
+    kind = corpus_lib.corpus_format(corpus)
+    if kind == "tfds":
+        return {"corpus": corpus}  # another TFDS dataset: known by its name only
+    if kind == "sample":
+        path = corpus_lib.sample_text_file(corpus[len("sample:") :]).resolve()
+    else:
+        path = pathlib.Path(corpus).resolve()
+    stat = path.stat()
+    return {"corpus": corpus, "path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_source(built: dict, source: dict) -> bool:
+    if "sha256" not in built or "path" not in source:
+        return built["corpus"] == source["corpus"]
+    # An unchanged path, size and mtime means the same file (as for make and rsync): reuse stays
+    # instant, where hashing a Wikipedia dump of tens of GB would take half a minute.
+    if all(built[k] == source[k] for k in ("path", "size", "mtime_ns")):
+        return True
+    source["sha256"] = _sha256(source["path"])  # moved, copied or touched: compare contents
+    return source["sha256"] == built["sha256"]
+
+
+def _describe(source: dict) -> str:
+    if "sha256" not in source:
+        return repr(source["corpus"])
+    return (
+        f"{source['corpus']!r} ({source['path']}, {source['size']:,} bytes, "
+        f"sha256 {source['sha256'][:12]}...)"
+    )
+
+
+def _check_source(record: pathlib.Path, source: dict) -> None:
+    """Raises if the dataset in `record`'s directory was built from another corpus."""
+    if not record.exists():
+        logging.warning(
+            "Reusing TFDS dataset %s, built without a record of its corpus (by an older "
+            "bert_jax): that it holds %r cannot be checked. Delete it to rebuild it.",
+            record.parent, source["corpus"],
+        )  # fmt: skip
+        return
+    built = json.loads(record.read_text())
+    if not _same_source(built, source):
+        raise ValueError(
+            f"TFDS dataset {record.parent} was built from {_describe(built)}, not from "
+            f"{_describe(source)}, and TFDS would return its old documents. Build under "
+            f"another name, or delete {record.parent} to rebuild it from the new corpus."
+        )
 
 
 def reachability_problem(url: str | None = None, timeout: float | None = None) -> str | None:
