@@ -63,16 +63,37 @@ def resolve_data(
                       d.phase2_max_predictions_per_seq)  # fmt: skip
         _others_wait("bert_jax: data prepared")
     if d.dir:
-        if not d.corpus:
-            from bert_jax.data import prepare  # noqa: PLC0415
+        from bert_jax.data import prepare  # noqa: PLC0415
 
+        if not d.corpus:
             prepare.check_built_options(d.dir, d)
+        for built in filter(None, (d.dir, d.phase2_step and d.phase2_dir)):
+            prepare.check_file_sizes(built)
+            if not d.corpus:  # (a build compares its vocabulary through its arguments)
+                _check_same_vocab(built, d.vocab_file)
         d.train_files = d.train_files or os.path.join(d.dir, "train-*.tfrecord")
         d.eval_files = d.eval_files or os.path.join(d.dir, "eval.tfrecord")
         d.vocab_file = d.vocab_file or os.path.join(d.dir, "vocab.txt")
     if d.pack_sequences > 1:  # (train.check_config refuses it with dynamic masking)
         _pack_training_files(d)
     return config
+
+
+def _check_same_vocab(data_dir: str, vocab_file: str) -> None:
+    """Records hold ids of the vocabulary they were prepared with (data_dir/vocab.txt): read
+    with another one (an init checkpoint's, data.vocab_file) every id names another token."""
+    built = os.path.join(data_dir, "vocab.txt")
+    if not vocab_file or not os.path.isfile(built) or os.path.samefile(built, vocab_file):
+        return
+    with open(built, "rb") as a, open(vocab_file, "rb") as b:
+        if a.read() == b.read():
+            return
+    raise ValueError(
+        f"{data_dir} was prepared with its vocab.txt, but the run tokenizes with {vocab_file} "
+        "(data.vocab_file, or the init checkpoint's vocabulary): the records' ids would name "
+        "other tokens. Prepare the data with that vocabulary (data.corpus with data.vocab_file, "
+        "or `python -m bert_jax.data.prepare --vocab_file=...`) into another data.dir."
+    )
 
 
 def _pack_training_files(d: ml_collections.ConfigDict) -> None:
@@ -98,7 +119,13 @@ def _others_wait(what: str) -> None:
 
 
 def _dataset(
-    config, phase, *, training: bool, batch_size: int, shard: tuple[int, int] | None = None
+    config,
+    phase,
+    *,
+    training: bool,
+    batch_size: int,
+    shard: tuple[int, int] | None = None,
+    skip: int = 0,
 ):
     from bert_jax.data import masking, pipeline  # noqa: PLC0415 (imports TensorFlow)
 
@@ -115,6 +142,7 @@ def _dataset(
         num_shards=shard[1] if shard else jax.process_count(),
         dynamic_masking=masking.masking_config(d) if d.dynamic_masking else None,
         vocab_file=d.vocab_file if d.dynamic_masking else None,
+        skip_batches=skip,
     )
 
 
@@ -133,8 +161,8 @@ def train_batches(
     batch_size = config.train.batch_size // (shard[1] if shard else jax.process_count())
 
     def make(phase, skip):
-        ds = _dataset(config, phase, training=True, batch_size=batch_size, shard=shard)
-        return pipeline.as_numpy(ds.skip(skip))
+        ds = _dataset(config, phase, training=True, batch_size=batch_size, shard=shard, skip=skip)
+        return pipeline.as_numpy(ds, phase.train_files)
 
     return pipeline.phased_batches(pipeline.phases(config.data), start_step, make)
 
@@ -149,7 +177,7 @@ def eval_batches(config, step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         return
     batch_size = t.eval_batch_size // jax.process_count()
     ds = _dataset(config, phase, training=False, batch_size=batch_size)
-    batches = (pad_batch(b, batch_size) for b in pipeline.as_numpy(ds))
+    batches = (pad_batch(b, batch_size) for b in pipeline.as_numpy(ds, phase.eval_files))
     if t.eval_batches:
         batches = itertools.islice(batches, t.eval_batches)
     if jax.process_count() == 1:

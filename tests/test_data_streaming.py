@@ -278,3 +278,51 @@ def test_unicode_whitespace_lines_end_documents(tmp_path):
         for d in streaming.iter_documents(path, int(a), int(b), counts)
     ]
     assert len(offsets) == 4 and docs == expected
+
+
+def test_an_empty_training_file_is_refused_not_waited_on(enwiki_text, small_vocab, tmp_path):
+    """Shards are planned on raw documents; one whose documents all clean away used to be
+    written empty, and a host reading only it waited forever for its first batch."""
+    good = corpus.read_text(enwiki_text)[:3]
+    text = "\n\n".join("\n".join(doc) for doc in good) + "\n\n\x01\x02\x03\n\x04\n"
+    (tmp_path / "corpus.txt").write_text(text)
+    args = dict(vocab_file=small_vocab, max_seq_length=64, max_predictions_per_seq=10,
+                dupe_factor=1, eval_fraction=0, num_workers=1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"1 of 2 training files came out empty .*at most 1 here"):
+        prepare.prepare(str(tmp_path / "corpus.txt"), tmp_path / "two", num_train_files=2, **args)
+    assert not (tmp_path / "two").exists()  # nothing published
+    prepare.prepare(str(tmp_path / "corpus.txt"), tmp_path / "one", num_train_files=1, **args)
+
+    # Files made elsewhere (or by an older prepare): the reading host says so and stops.
+    (tmp_path / "one" / "train-00001-of-00002.tfrecord").write_bytes(b"")
+    files = sorted(str(p) for p in (tmp_path / "one").glob("train-*"))
+    kwargs = dict(batch_size=4, max_seq_length=64, max_predictions_per_seq=10, training=True)
+    pipeline.pretraining_dataset(files, shard_index=0, num_shards=2, **kwargs)
+    with pytest.raises(ValueError, match=r"host 1 of 2: its training files .* hold no records"):
+        pipeline.pretraining_dataset(files, shard_index=1, num_shards=2, **kwargs)
+
+
+def test_a_file_cut_short_is_named(enwiki_text, small_vocab, tmp_path):
+    """A copy cut at a record boundary reads short with no error from TFRecord, one cut inside a
+    record failed with a DataLossError that named no file: runs check stats.json's sizes."""
+    from bert_jax import inputs
+
+    text = corpus.write_text(corpus.read_text(enwiki_text)[:6], tmp_path / "corpus.txt")
+    out = tmp_path / "data"
+    stats = prepare.prepare(str(text), out, vocab_file=small_vocab, max_seq_length=64,
+                            max_predictions_per_seq=10, dupe_factor=1, eval_fraction=0.4,
+                            num_train_files=1, num_workers=1)  # fmt: skip
+    train = out / "train-00000-of-00001.tfrecord"
+    sizes = {p.name: p.stat().st_size for p in (train, out / "eval.tfrecord")}
+    assert stats["file_bytes"] == sizes
+    config = pretrain.get_config("size=tiny")
+    config.data.update(dir=str(out), max_seq_length=64, max_predictions_per_seq=10)
+    inputs.resolve_data(config)
+    whole = train.read_bytes()
+    train.write_bytes(whole[: len(whole) // 2 + 7])
+    with pytest.raises(ValueError, match=rf"{train.name} has \d+ bytes, but prepare wrote"):
+        inputs.resolve_data(config)
+    ds = pipeline.pretraining_dataset(str(train), batch_size=8, max_seq_length=64,
+                                      max_predictions_per_seq=10, training=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"A record file of .*train-\* is damaged \(.*truncated"):
+        list(pipeline.as_numpy(ds, str(out / "train-*")))

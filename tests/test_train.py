@@ -532,3 +532,28 @@ def test_options_the_existing_data_would_ignore_are_refused(tmp_path):
     (tmp_path / "stats.json").write_text(json.dumps({"args": args}))
     config.data.masking_split = "80/0/20"
     inputs.resolve_data(config)
+
+
+def test_data_prepared_with_another_vocabulary_is_refused(tmp_path):
+    """Continuing from released weights on a data.dir prepared with its own trained vocab used
+    to train silently on ids that name other tokens in the checkpoint's vocabulary."""
+    from bert_jax import inputs
+    from configs import pretrain
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stats.json").write_text(json.dumps({"args": {}}))
+    (tmp_path / "data" / "vocab.txt").write_text("[PAD]\n[UNK]\nthe\n")
+    (tmp_path / "ckpt_vocab.txt").write_text("[PAD]\n[UNK]\na\n")
+    (tmp_path / "copy.txt").write_text("[PAD]\n[UNK]\nthe\n")
+    config = pretrain.get_config("size=tiny")
+    config.data.dir = str(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"data was prepared with its vocab.txt, but .*ckpt_vo"):
+        inputs.resolve_data(config, init_vocab_file=str(tmp_path / "ckpt_vocab.txt"))
+    config.data.vocab_file = str(tmp_path / "ckpt_vocab.txt")  # the same, given explicitly
+    with pytest.raises(ValueError, match=r"the records' ids would name other tokens"):
+        inputs.resolve_data(config)
+    config.data.vocab_file = str(tmp_path / "copy.txt")  # the same tokens: fine
+    assert inputs.resolve_data(config).data.vocab_file == str(tmp_path / "copy.txt")
+    config.data.vocab_file = ""
+    resolved = inputs.resolve_data(config)  # the data's own
+    assert resolved.data.vocab_file == str(tmp_path / "data" / "vocab.txt")

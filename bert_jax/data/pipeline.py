@@ -139,6 +139,7 @@ def pretraining_dataset(
     num_shards: int = 1,
     dynamic_masking: MaskingConfig | None = None,
     vocab_file: str | None = None,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Batches of parsed features: int32 arrays, float32 weights, next_sentence_labels [batch].
 
@@ -146,7 +147,8 @@ def pretraining_dataset(
     of num_shards, else by record). Training: seeded shuffles, endless, full batches only. Eval: file order,
     one pass, a final partial batch. `dynamic_masking` (with the data's `vocab_file`) masks
     unmasked records afresh per batch; its max_predictions_per_seq is replaced by this
-    function's, which sets the output shape.
+    function's, which sets the output shape. `skip_batches` (a resumed run) drops the first
+    batches before they are parsed or masked.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} is not in [0, num_shards={num_shards}).")
@@ -174,6 +176,14 @@ def pretraining_dataset(
     for path in files[:_FILES_CHECKED]:
         found = (
             check_record_lengths(path, max_seq_length, max_predictions_per_seq, dynamic_on) or found
+        )
+    if training and not found and not any(map(record_features, files[_FILES_CHECKED:])):
+        # An endless training stream of no records never yields a batch (and a multi-host run
+        # would wait for this host at the first step): say so instead.
+        raise ValueError(
+            f"host {shard_index} of {num_shards}: its training files {files[:3]}"
+            f"{' ...' if len(files) > 3 else ''} hold no records. Prepare the data again with "
+            "fewer --num_train_files, or point data.train_files at files with records."
         )
     masker = None
     if dynamic_on:
@@ -206,6 +216,9 @@ def pretraining_dataset(
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=training)
+    if masker is not None:
+        ds = ds.enumerate()  # the batch index, counted before any skip, seeds its masks
+    ds = ds.skip(skip_batches)  # raw bytes: resuming at step s parses none of the s batches
     packed = found.get("next_sentence_labels", 0) if packing.is_packed(found) else 0
     spec = feature_spec(max_seq_length, max_predictions_per_seq, packed)
     if dynamic_on:
@@ -223,24 +236,34 @@ def pretraining_dataset(
             out["next_sentence_labels"] = tf.squeeze(out["next_sentence_labels"], axis=1)
         return out
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if masker is not None:
-        # The batch index (after batching, before any skip) seeds the mask of that batch.
-        ds = ds.enumerate().map(masker, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda index, serialized: masker(index, parse(serialized)),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # fmt: skip
+    else:
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
     return ds
 
 
-def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-    """Yields batches as dicts of NumPy arrays, turning a length mismatch into a clear error."""
+def as_numpy(
+    ds: tf.data.Dataset, source: str = "the input files"
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yields batches as dicts of NumPy arrays, turning a length mismatch or a damaged file of
+    `source` (the file pattern, for the message) into a clear error."""
     iterator = ds.as_numpy_iterator()
     while True:
         try:
             batch = next(iterator)
         except StopIteration:
             return
+        except tf.errors.DataLossError as e:  # a truncated file or a failed checksum
+            raise ValueError(
+                f"A record file of {source} is damaged ({e.message.splitlines()[0]}); copy or "
+                "prepare the data again. `python -m bert_jax.data.prepare` records each file's "
+                "size in stats.json, and runs check them at the start."
+            ) from e
         except tf.errors.InvalidArgumentError as e:
             spec = ds.element_spec
             if not (isinstance(spec, dict) and "input_ids" in spec and "Key: " in e.message):

@@ -249,6 +249,7 @@ def _build(corpus, work, args, recipe, mask_cfg, *, vocab_file, num_workers, chu
             )
         )  # fmt: skip
     results = streaming.run_shards(jobs, num_workers)
+    _refuse_empty_files(train_files, [results[j.output] for j in jobs], min_docs)
     train_counts = _sum([results[j.output] for j in jobs[:num_files]])
     eval_counts = _sum([results[jobs[-1].output]]) if n_eval else None
     corpus_counts = _sum([train_counts] + ([eval_counts] if eval_counts else []))
@@ -275,9 +276,34 @@ def _build(corpus, work, args, recipe, mask_cfg, *, vocab_file, num_workers, chu
         "train": instances.summarize(train_counts),
         "eval": instances.summarize(eval_counts) if eval_counts else None,
         "shards": [results[j.output] for j in jobs[:num_files]],
+        # Checked by runs (`check_file_sizes`): a copy cut at a record boundary reads short
+        # without any error from TFRecord.
+        "file_bytes": {os.path.basename(j.output): os.path.getsize(j.output) for j in jobs},
         "seconds": seconds,
         "instances_per_second": n_instances / max(seconds, 1e-9),
     }
+
+
+def _refuse_empty_files(train_files: list[str], counts: list[dict], min_docs: int) -> None:
+    """An output file without instances is refused before the data is published: a host that
+    reads only that training file would wait forever for its first batch, and an empty eval
+    file evaluates nothing. (Shards are planned on raw documents; cleaning can drop some.)"""
+    why = (
+        f"its part of the corpus has fewer than {min_docs} usable document(s) after cleaning "
+        "(documents of only blank or control characters are dropped)"
+    )
+    empty = [name for name, c in zip(train_files, counts, strict=False) if not c["instances"]]
+    if empty:
+        raise ValueError(
+            f"{len(empty)} of {len(train_files)} training files came out empty ({empty[:3]}): "
+            f"{why}. Prepare with fewer --num_train_files (at most "
+            f"{len(train_files) - len(empty)} here)."
+        )
+    if len(counts) > len(train_files) and not counts[-1]["instances"]:
+        raise ValueError(
+            f"eval.tfrecord came out empty: {why}. Use a larger --eval_fraction, or 0 for no "
+            "eval file."
+        )
 
 
 def _sum(parts: list[dict[str, int]]) -> dict[str, int]:
@@ -298,6 +324,23 @@ CONFIG_OPTIONS = (
 def options_from_config(data_config) -> dict:
     """The prepare() keyword arguments that a config's `data` section sets (those present)."""
     return {k: data_config[k] for k in CONFIG_OPTIONS if k in data_config}
+
+
+def check_file_sizes(data_dir: str | os.PathLike) -> None:
+    """Refuses record files of `data_dir` whose size differs from what prepare wrote (its
+    stats.json): a file cut short, e.g. by an interrupted copy between machines."""
+    stats_file = pathlib.Path(data_dir) / "stats.json"
+    if not stats_file.is_file():
+        return
+    for name, size in json.loads(stats_file.read_text()).get("file_bytes", {}).items():
+        path = pathlib.Path(data_dir) / name
+        found = path.stat().st_size if path.is_file() else None
+        if found != size:
+            what = "is missing" if found is None else f"has {found} bytes"
+            raise ValueError(
+                f"{path} {what}, but prepare wrote {size} bytes (stats.json): the data is "
+                "incomplete or was changed since. Copy it again, or prepare it again."
+            )
 
 
 def check_built_options(data_dir: str | os.PathLike, data_config) -> None:
