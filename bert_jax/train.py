@@ -245,10 +245,13 @@ def check_config(config: ml_collections.ConfigDict, n_devices: int):
             raise ValueError(f"train.{name}={t[name]}; it must be at least 1.")
     if t.prefetch_batches < 0:
         raise ValueError(f"train.prefetch_batches={t.prefetch_batches}; use 0 (off) or more.")
-    optim.make_optimizer(config.optimizer, t.num_train_steps)  # its name, before any data
+    optim.make_optimizer(config.optimizer, t.num_train_steps)  # checked before any data
     k = config.optimizer.get("grad_accum_steps", 1)
-    if k < 1:
-        raise ValueError(f"optimizer.grad_accum_steps={k}; it must be at least 1.")
+    if not 0 <= t.stop_at_step <= t.num_train_steps:
+        raise ValueError(
+            f"train.stop_at_step={t.stop_at_step}; use 0 (run to the end) or a step up to "
+            f"train.num_train_steps={t.num_train_steps}."
+        )
     for name in ("num_train_steps", "log_every"):
         # The last window must end with the run (else its micro-batches are never applied), and
         # log lines fall on update steps (where the update norm is measured).
@@ -381,7 +384,7 @@ def train_and_evaluate(
         compiler_options=options,
     )
     state = par.put_state(state)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, start_step)
     start_file = os.path.join(workdir, "eval_start.json")
     if start_step == 0 and d.eval_files:
         start_metrics = evaluate(par, state, inputs.eval_batches(config), model_cfg)

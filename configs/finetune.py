@@ -123,7 +123,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.head.pool = "cls"
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adamw"
+    config.optimizer.name = "adamw"  # or "bert_adamw", the original update (configs/pretrain.py)
     # Peak learning rate; warmup is train.warmup_proportion of the steps, then linear decay to 0.
     config.optimizer.learning_rate = lr
     # Set from train.warmup_proportion at run time.

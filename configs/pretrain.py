@@ -94,7 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.phase2_max_predictions_per_seq = 80
 
     config.optimizer = ml_collections.ConfigDict()
-    # "adamw" (BERT) or "lamb" (You et al., 2019, for large batches).
+    # "adamw" (optax's, with bias correction), "bert_adamw" (the original BERT's update: no bias
+    # correction, smaller early steps) or "lamb" (You et al., 2019, for large batches).
     config.optimizer.name = "adamw"
     # Peak learning rate, reached after warmup_steps, then linear decay to 0 at num_train_steps.
     config.optimizer.learning_rate = 1e-4

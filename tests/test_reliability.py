@@ -340,3 +340,22 @@ def test_an_ignored_label_out_of_range_adds_nothing_to_the_loss():
         labels = jnp.array([[0, 1, ignored]])
         loss, weight = losses.weighted_cross_entropy(logits, labels, jnp.array([[1.0, 1.0, 0.0]]))
         assert float(loss) == pytest.approx(np.log(2) + np.log(4 / 3)) and float(weight) == 2.0
+
+
+def test_a_resumed_run_does_not_log_its_steps_twice(tmp_path):
+    """A run killed after logging step 6 but checkpointing step 4 logs steps 5-6 again when
+    resumed: metrics.jsonl held both lines (and a torn last one)."""
+    from bert_jax.writers import MetricWriter
+
+    rows = [{"step": s, "split": "train", "loss": 10.0 - s} for s in (2, 4, 6)]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 8, "spl'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    writer = MetricWriter(str(tmp_path), start_step=4)
+    writer.write(6, "train", {"loss": 3.5})
+    writer.close()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in lines] == [(2, 8.0), (4, 6.0), (6, 3.5)]
+    MetricWriter(str(tmp_path)).close()  # no start step (a reader, a fine-tuning run): kept
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    MetricWriter(str(tmp_path), start_step=0).close()  # killed before its first checkpoint
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").open()] == []

@@ -557,3 +557,74 @@ def test_data_prepared_with_another_vocabulary_is_refused(tmp_path):
     config.data.vocab_file = ""
     resolved = inputs.resolve_data(config)  # the data's own
     assert resolved.data.vocab_file == str(tmp_path / "data" / "vocab.txt")
+
+
+def _original_bert_update(params, grads_seq, *, lr, warmup, total, wd=0.01, clip=1.0, eps=1e-6):
+    """google-research/bert's optimization.py in float64 NumPy: tf.clip_by_global_norm, then
+    AdamWeightDecayOptimizer (no bias correction; decay skipped for LayerNorm and bias)."""
+    p = {k: np.array(v, np.float64) for k, v in params.items()}  # a copy
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(x) for k, x in p.items()}
+    for step, raw in enumerate(grads_seq):
+        norm = np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in raw.values()))
+        g = {k: np.asarray(x, np.float64) * clip / max(norm, clip) for k, x in raw.items()}
+        rate = lr * step / warmup if step < warmup else lr * max(0.0, 1 - step / total)
+        for k, x in p.items():
+            m[k] = 0.9 * m[k] + 0.1 * g[k]
+            v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
+            update = m[k] / (np.sqrt(v[k]) + eps)
+            if "LayerNorm" not in k and not k.endswith("bias"):
+                update += wd * x
+            np.subtract(x, rate * update, out=x)
+    return p
+
+
+def test_bert_adamw_is_the_original_update():
+    """optax's adamw corrects the moment bias (its early steps up to ~6x larger here); the
+    `bert_adamw` option is the original's, step for step."""
+    rng = np.random.default_rng(0)
+    params = {"dense/kernel": rng.normal(size=(4, 3)), "dense/bias": rng.normal(size=3),
+              "LayerNorm/scale": rng.normal(size=3)}  # fmt: skip
+    grads = [{k: rng.normal(size=x.shape) * 0.3 for k, x in params.items()} for _ in range(12)]
+    want = _original_bert_update(params, grads, lr=1e-2, warmup=3, total=12)
+    moved = max(np.max(np.abs(want[k] - params[k])) for k in params)
+    for name, close in (("bert_adamw", True), ("adamw", False)):
+        tx, _ = optim.make_optimizer(opt_config(name=name, learning_rate=1e-2, warmup_steps=3), 12)
+        ours = {k: jnp.asarray(x, jnp.float32) for k, x in params.items()}
+        state = tx.init(ours)
+        for g in grads:
+            updates, state = tx.update({k: jnp.asarray(x, jnp.float32) for k, x in g.items()},
+                                       state, ours)  # fmt: skip
+            ours = optax.apply_updates(ours, updates)
+        err = max(np.max(np.abs(np.asarray(ours[k]) - want[k])) for k in params)
+        print(f"\n{name}: max |ours - original BERT| {err:.2e} (params moved {moved:.2e})")
+        assert (err < 1e-6 * max(1.0, moved) + 1e-6) == close, (name, err, moved)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("grad_clip_norm", -1.0, r"optimizer.grad_clip_norm=-1.0; it must be at least 0"),
+     ("eps", 0.0, r"optimizer.eps=0.0; it must be positive"),
+     ("b2", 1.5, r"optimizer.b2=1.5; it must be in \[0, 1\)"),
+     ("warmup_steps", -5, r"optimizer.warmup_steps=-5; it must be at least 0"),
+     ("grad_accum_steps", 0, r"optimizer.grad_accum_steps=0; it must be at least 1"),
+     ("learning_rate", -1e-4, r"optimizer.learning_rate=-0.0001; it must be at least 0")],
+)  # fmt: skip
+def test_optimizer_values_that_train_silently_wrong_are_refused(field, value, message):
+    """A negative clip norm reversed the gradient (gradient ascent), eps=0 turned the update of
+    every zero-gradient parameter into NaN, grad_accum_steps=0 divided by zero."""
+    with pytest.raises(ValueError, match=message):
+        optim.make_optimizer(opt_config(**{field: value}), 100)
+
+
+def test_stop_at_step_beyond_the_run_is_refused():
+    from configs import pretrain
+
+    config = pretrain.get_config("size=tiny")
+    config.train.num_train_steps = 30
+    for bad in (-3, 50):  # a checkpoint named -3; 20 steps at learning rate 0
+        config.train.stop_at_step = bad
+        with pytest.raises(ValueError, match=rf"train.stop_at_step={bad}; use 0 .* up to"):
+            train.check_config(config, 1)
+    config.train.stop_at_step = 30
+    train.check_config(config, 1)
