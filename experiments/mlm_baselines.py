@@ -4,7 +4,8 @@ r"""How well do simple counts predict the masked tokens of held-out data? A floo
 
 Reads the training instances of a `prepare` directory (their original tokens: masked_lm_ids
 put back), counts tokens, (left neighbour, token) pairs and (left, right neighbour, token)
-triples, and scores the masked positions of eval.tfrecord with three predictors:
+triples (never with [CLS], [SEP], [PAD] or [MASK] as the token: no target is one), and scores
+the masked positions of eval.tfrecord with three predictors:
   unigram       always the most frequent token (and the add-one unigram perplexity)
   left_bigram   the most frequent token after the left neighbour (else unigram)
   neighbours    the most frequent token between the left and right neighbours (else
@@ -24,6 +25,7 @@ import json
 import os
 import pathlib
 import sys
+from collections.abc import Collection
 
 import numpy as np
 from absl import app, flags
@@ -32,6 +34,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 FLAGS = flags.FLAGS
+# Never a masked-LM target: the recipe masks neither [CLS]/[SEP] nor padding, and [MASK] stands
+# in for targets. ([UNK] stays: it is a text token, and the recipe masks it like any other.)
+NEVER_PREDICTED = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def _define_flags() -> None:
@@ -50,17 +55,25 @@ def original_tokens(features: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [row[: int(n)] for row, n in zip(ids, features["input_mask"].sum(1), strict=True)]
 
 
-def count(instances: list[np.ndarray]) -> tuple:
+def count(instances: list[np.ndarray], never_predicted: Collection[int]) -> tuple:
+    """Counts of tokens, (left neighbour, token) and (left, right neighbour, token) pairs.
+
+    Ids in `never_predicted` count as neighbours but never as the token: BERT's recipe never
+    masks [CLS], [SEP] or padding (bert_jax.data.masking) and no text holds [MASK], so a guess
+    of one is always wrong (with NSP, [SEP] is the most frequent token of 32-token rows)."""
+    skip = set(never_predicted)
     unigram = collections.Counter()
     left = collections.defaultdict(collections.Counter)
     both = collections.defaultdict(collections.Counter)
     for ids in instances:
         t = ids.tolist()
-        unigram.update(t)
+        unigram.update(x for x in t if x not in skip)
         for a, b in zip(t[:-1], t[1:], strict=True):
-            left[a][b] += 1
+            if b not in skip:
+                left[a][b] += 1
         for a, b, c in zip(t[:-2], t[1:-1], t[2:], strict=True):
-            both[a, c][b] += 1
+            if b not in skip:
+                both[a, c][b] += 1
     return unigram, left, both
 
 
@@ -117,11 +130,14 @@ def main(argv: list[str]) -> None:
     train = {k: np.concatenate(v) for k, v in train.items()}
     if FLAGS.max_instances:
         train = {k: v[: FLAGS.max_instances] for k, v in train.items()}
-    counts = count(original_tokens(train))
-    held_out = packing.read_records(os.path.join(FLAGS.data, "eval.tfrecord"))
     vocab = tokenization.read_vocab(os.path.join(FLAGS.data, "vocab.txt"))
+    never = [vocab[t] for t in NEVER_PREDICTED]
+    counts = count(original_tokens(train), never)
+    held_out = packing.read_records(os.path.join(FLAGS.data, "eval.tfrecord"))
     result = {"data": FLAGS.data, "train_instances": len(train["input_ids"])}
-    print(json.dumps({**result, **score(counts, held_out, len(vocab), vocab[tokenization.MASK])}))
+    # The add-one perplexity spreads over the tokens that can be a target.
+    scores = score(counts, held_out, len(vocab) - len(never), vocab[tokenization.MASK])
+    print(json.dumps({**result, **scores}))
 
 
 if __name__ == "__main__":

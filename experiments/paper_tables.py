@@ -4,12 +4,16 @@ r"""Tables shaped like the BERT paper's, and plots, from the workdirs of a launc
 
 Reads ROOT/sweep.json (written by experiments/launch.py) and each job's results.json,
 metrics.jsonl and launch.json (layout: configs/sweeps/common.py). Writes into OUT:
-  table.md      "ours (paper)" per cell, ours = mean +- sample std over seeds, best per column bold,
-                the table's notes and a status line of the jobs
+  table.md      "ours (paper)" per cell, best per column bold, the table's notes and a status
+                line of the jobs; ours = mean +- sample std over seeds (--aggregate=mean), or the
+                best seed (--aggregate=best: the paper's "best of several random restarts on dev")
   table.tex     the same table for LaTeX (booktabs)
-  results.json  {"table", "cells": {"row|column": {values, seeds, mean, std, paper}}, "jobs", ...}
+  results.json  {"table", "aggregate", "cells": {"row|column": {values, seeds, mean, std, best,
+                best_seed, paper, planned}}, "jobs", "done_by_results", ...}
   *.png         learning curves; metric (and perplexity) vs model size when the table has row_x
 A bad or missing file of one job only blanks that job's cells (with a warning), never the table.
+A job is done when launch.json says so or when its results.json holds a number for each of its
+cells (written at the end of a run; the launcher may have died before recording it).
 """
 
 from __future__ import annotations
@@ -28,15 +32,22 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs.sweeps.common import Job, Table, job_from_dict, table_from_dict  # noqa: E402
 
 FLAGS = flags.FLAGS
+AGGREGATES = ("mean", "best")
 
 
 def _define_flags() -> None:
     """Defined only when run as a script, so that tests can import this module."""
     flags.DEFINE_string("root", "", "Workdir of a launched sweep (holds sweep.json).")
     flags.DEFINE_string("out", "", "Where to write table.md, table.tex, results.json and plots.")
+    flags.DEFINE_enum(
+        "aggregate", "mean", AGGREGATES,
+        "A cell's value from its seeds: mean (+- sample std) or best (the best seed, as the paper "
+        "reports small datasets: best of several random restarts on dev).",
+    )  # fmt: skip
 
 
 STATUSES = ("done", "failed", "running", "not started")
+UNKNOWN = "unknown (bad launch.json)"  # a launch.json that is malformed or has no status
 DASH = "–"  # en dash: no value of ours
 
 
@@ -96,67 +107,114 @@ def collect(root: str | pathlib.Path) -> dict[str, Any]:
     for job in jobs:  # how many values each cell is meant to average (its seeds)
         for cell in job.cells:
             cells[f"{cell.row}|{cell.column}"]["planned"] += 1
-    statuses, wall, commits = {}, 0.0, set()
+    statuses, done_by_results, wall, commits = {}, {}, 0.0, set()
     for job in jobs:
-        launch = _read_json(root / job.name / "launch.json") or {}
-        status = statuses[job.name] = launch.get("status", "not started")
-        if status == "done":
-            wall += launch.get("wall_seconds") or 0.0
-        if launch.get("git_commit"):
-            commits.add(launch["git_commit"])
-        # A failed run's results.json (if any) is from a run that did not finish: not a result.
-        results = None if status == "failed" else _read_json(root / job.name / "results.json")
-        if results is None:
+        work = root / job.name
+        launch = _read_json(work / "launch.json")
+        if launch is None:  # absent, or malformed (warned)
+            status = UNKNOWN if (work / "launch.json").exists() else "not started"
+        else:
+            status = launch.get("status", UNKNOWN)
+            if status == "done":
+                wall += launch.get("wall_seconds") or 0.0
+            if launch.get("git_commit"):
+                commits.add(launch["git_commit"])
+        results = _read_json(work / "results.json")
+        values = {c: None if results is None else _lookup(results, c.metric) for c in job.cells}
+        # A run writes results.json at its end, so one with every cell's number is done whatever
+        # launch.json says (unreadable, or the launcher died before recording the end).
+        if status != "done" and results is not None and None not in values.values():
+            done_by_results[job.name] = status
+            status = "done"
+        statuses[job.name] = status
+        if status != "done":  # a failed or unfinished run's results.json is no result
             continue
         for cell in sorted(job.cells, key=lambda c: c.seed):
-            value = _lookup(results, cell.metric)
-            if value is None:
-                logging.warning(
-                    "%s: no number at %r.", root / job.name / "results.json", cell.metric
-                )
+            if values[cell] is None:
+                if results is not None:  # (a malformed one was warned about above)
+                    logging.warning("%s: no number at %r.", work / "results.json", cell.metric)
                 continue
             entry = cells[f"{cell.row}|{cell.column}"]
-            entry["values"].append(value * cell.scale)
+            entry["values"].append(values[cell] * cell.scale)
             entry["seeds"].append(cell.seed)
-    for entry in cells.values():
+    for key, entry in cells.items():
         values = entry["values"]
         entry["mean"] = statistics.mean(values) if values else None
         entry["std"] = statistics.stdev(values) if len(values) > 1 else None
+        # The best seed (the paper's "best of several restarts"): lowest where lower is better.
+        pick = min if key.split("|", 1)[1] in table.lower_is_better else max
+        i = values.index(pick(values)) if values else None
+        entry["best"] = None if i is None else values[i]
+        entry["best_seed"] = None if i is None else entry["seeds"][i]
     return {
         "table": table.name,
         "sweep": spec,
         "cells": cells,
         "jobs": statuses,
+        # Jobs counted done by their results.json: {name: what launch.json said}.
+        "done_by_results": done_by_results,
         "wall_seconds_done": wall,
         "git_commits": sorted(commits),
     }
 
 
-def _best(table: Table, collected: dict[str, Any], column: str) -> float | None:
-    """The best mean of ours in `column`, or None when fewer than 2 rows have one."""
-    means = [collected["cells"][f"{r}|{column}"]["mean"] for r in table.rows]
-    means = [m for m in means if m is not None]
-    if len(means) < 2:
-        return None
-    return min(means) if column in table.lower_is_better else max(means)
+def _ours(entry: dict[str, Any], aggregate: str) -> float | None:
+    """The number a cell shows: the mean over its seeds, or its best seed's value."""
+    return entry["mean"] if aggregate == "mean" else entry["best"]
 
 
-def _cells(table: Table, collected: dict[str, Any], pm: str, dash: str, bold) -> list[list[str]]:
-    """The formatted "ours (paper)" cells, row by row; `pm`, `dash`, `bold` are the syntax."""
-    best = {c: _best(table, collected, c) for c in table.columns}
+def _best(
+    table: Table, collected: dict[str, Any], column: str, aggregate: str
+) -> tuple[set[str], bool]:
+    """(rows to bold in `column`, whether the pick is provisional): the best among the rows with
+    all their seeds, since a cell missing seeds can win on a lucky one; when no row has them all,
+    the best of the others, provisional. Nothing is bold when fewer than 2 rows have a value."""
+    entries = {r: collected["cells"][f"{r}|{column}"] for r in table.rows}
+    ours = {r: _ours(e, aggregate) for r, e in entries.items()}
+    ours = {r: v for r, v in ours.items() if v is not None}
+    if len(ours) < 2:
+        return set(), False
+    complete = {r: v for r, v in ours.items() if len(entries[r]["values"]) >= entries[r]["planned"]}
+    pool = complete or ours
+    best = (min if column in table.lower_is_better else max)(pool.values())
+    return {r for r, v in pool.items() if v == best}, not complete
+
+
+def _check(aggregate: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate={aggregate!r}; use one of {AGGREGATES}.")
+
+
+def _cells(
+    table: Table,
+    collected: dict[str, Any],
+    aggregate: str,
+    *,
+    pm: str,
+    dash: str,
+    bold,
+    dagger: str,
+) -> list[list[str]]:
+    """The formatted "ours (paper)" cells, row by row; `pm`, `dash`, `bold`, `dagger` (marks a
+    provisional best) are the syntax."""
+    best = {c: _best(table, collected, c, aggregate) for c in table.columns}
     lines = []
     for row in table.rows:
         line = []
         for column in table.columns:
             entry, d = collected["cells"][f"{row}|{column}"], table.decimals.get(column, 1)
-            if entry["mean"] is None:
+            value = _ours(entry, aggregate)
+            if value is None:
                 ours = dash
             else:
-                ours = f"{entry['mean']:.{d}f}"
-                if entry["std"] is not None:
+                ours = f"{value:.{d}f}"
+                if aggregate == "mean" and entry["std"] is not None:
                     ours += f"{pm}{entry['std']:.{d}f}"
-                if entry["mean"] == best[column]:
-                    ours = bold(ours)
+                rows, provisional = best[column]
+                if row in rows:
+                    ours = bold(ours) + (dagger if provisional else "")
+                if aggregate == "best":
+                    ours += f", seed {entry['best_seed']}"
                 if len(entry["values"]) < entry["planned"]:  # seeds failed, diverged or unrun
                     ours += f" [{len(entry['values'])}/{entry['planned']}]"
             if entry["paper"] is not None:
@@ -175,41 +233,72 @@ def _duration(seconds: float) -> str:
 
 
 def status_line(collected: dict[str, Any]) -> str:
-    """How many jobs are done/failed/running/not started, their wall time and git commits."""
+    """How many jobs are done/failed/running/not started, their wall time and git commits, and
+    the jobs counted done by their results.json against what launch.json says."""
     statuses = list(collected["jobs"].values())
     kinds = list(STATUSES) + sorted(set(statuses) - set(STATUSES))
     counts = ", ".join(f"{statuses.count(k)} {k}" for k in kinds)
     short = (c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in collected["git_commits"])
     commits = ", ".join(short) or "none recorded"
-    return (
+    line = (
         f"Jobs: {counts} (of {len(statuses)}); wall time of done jobs: "
         f"{_duration(collected['wall_seconds_done'])}; git commits: {commits}."
     )
+    said = {"not started": "no launch.json", UNKNOWN: "bad launch.json"}
+    by_results = [
+        f"{name} ({said.get(status, f'launch.json: {status}')})"
+        for name, status in sorted(collected.get("done_by_results", {}).items())
+    ]
+    if by_results:
+        line += (
+            f" Counted done because their results.json holds every cell's number: "
+            f"{', '.join(by_results)}."
+        )
+    return line
 
 
-PARTIAL = (
-    "[k/n]: the mean of the k seeds with a result out of the n planned (the others failed, "
+LABEL = {
+    "mean": "Ours: the mean ± sample std over each cell's seeds.",
+    "best": (
+        "Ours: each cell's best seed (the paper's best of several random restarts on dev), "
+        "not the mean over seeds; the seed follows the value."
+    ),
+}
+TEX_LABEL = {"mean": r"ours: mean $\pm$ std over seeds", "best": "ours: best seed of each cell"}
+BOLD = "Bold: the best per column among the cells with all their seeds."
+PARTIAL = {
+    a: f"[k/n]: the {a} of the k seeds with a result out of the n planned (the others failed, "
     "diverged or have not run)."
+    for a in AGGREGATES
+}
+PROVISIONAL = (
+    "†: no cell of this column has all its seeds; the bold one is the best of the incomplete "
+    "cells, provisional."
 )
 
 
-def markdown(table: Table, collected: dict[str, Any]) -> str:
-    """The table as Markdown: title, table, notes as bullets, status line."""
+def markdown(table: Table, collected: dict[str, Any], aggregate: str = "mean") -> str:
+    """The table as Markdown: title, what a cell is, table, notes as bullets, status line."""
+    _check(aggregate)
 
     def esc(s: str) -> str:  # a "|" in a name would split the Markdown cell
         return s.replace("|", "\\|")
 
     header = [esc(table.row_header)] + [esc(c) for c in table.columns]
-    lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |"]
-    lines.append("|:---|" + "---:|" * len(table.columns))
-    body = _cells(table, collected, " ± ", DASH, lambda s: f"**{s}**")
+    lines = [f"### {table.title}", "", f"{LABEL[aggregate]} {BOLD}", ""]
+    lines += ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * len(table.columns)]
+    body = _cells(
+        table, collected, aggregate, pm=" ± ", dash=DASH, bold=lambda s: f"**{s}**", dagger="†"
+    )
     for row, cells in zip(table.rows, body, strict=True):
         lines.append("| " + " | ".join([esc(row)] + cells) + " |")
     lines.append("")
     if table.notes:
         lines += [f"- {note}" for note in table.notes] + [""]
     if any(0 < len(e["values"]) < e["planned"] for e in collected["cells"].values()):
-        lines += [PARTIAL, ""]
+        lines += [PARTIAL[aggregate], ""]
+    if any(_best(table, collected, c, aggregate)[1] for c in table.columns):
+        lines += [PROVISIONAL, ""]
     lines.append(status_line(collected))
     return "\n".join(lines) + "\n"
 
@@ -233,14 +322,18 @@ def tex_escape(s: str) -> str:
     return "".join(_TEX_SPECIALS.get(ch, ch) for ch in s)
 
 
-def latex(table: Table, collected: dict[str, Any]) -> str:
+def latex(table: Table, collected: dict[str, Any], aggregate: str = "mean") -> str:
     """The table as a LaTeX table environment (needs \\usepackage{booktabs})."""
-    body = _cells(table, collected, r" $\pm$ ", "--", lambda s: rf"\textbf{{{s}}}")
+    _check(aggregate)
+    body = _cells(
+        table, collected, aggregate, pm=r" $\pm$ ", dash="--",
+        bold=lambda s: rf"\textbf{{{s}}}", dagger=r"$^\dagger$",
+    )  # fmt: skip
     header = [tex_escape(table.row_header)] + [tex_escape(c) for c in table.columns]
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{tex_escape(table.title)}}}",
+        rf"\caption{{{tex_escape(table.title)} ({TEX_LABEL[aggregate]})}}",
         rf"\label{{tab:{tex_escape(table.name)}}}",
         rf"\begin{{tabular}}{{l{'r' * len(table.columns)}}}",
         r"\toprule",
@@ -354,14 +447,17 @@ def plot(
     return written
 
 
-def write(root: str | pathlib.Path, out_dir: str | pathlib.Path) -> dict[str, Any]:
+def write(
+    root: str | pathlib.Path, out_dir: str | pathlib.Path, aggregate: str = "mean"
+) -> dict[str, Any]:
     """Collects the sweep at `root` and writes table.md, table.tex, results.json and plots."""
     out_dir = pathlib.Path(out_dir)
     _, table, _ = load_sweep(root)
     collected = collect(root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "table.md").write_text(markdown(table, collected))
-    (out_dir / "table.tex").write_text(latex(table, collected))
+    (out_dir / "table.md").write_text(markdown(table, collected, aggregate))
+    (out_dir / "table.tex").write_text(latex(table, collected, aggregate))
+    collected["aggregate"] = aggregate
     (out_dir / "results.json").write_text(json.dumps(collected, indent=2) + "\n")
     collected["files"] = [str(out_dir / n) for n in ("table.md", "table.tex", "results.json")]
     collected["files"] += plot(root, table, collected, out_dir)
@@ -372,7 +468,7 @@ def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.root or not FLAGS.out:
         raise app.UsageError("Give --root=<sweep workdir> and --out=<folder for the tables>.")
-    collected = write(FLAGS.root, FLAGS.out)
+    collected = write(FLAGS.root, FLAGS.out, FLAGS.aggregate)
     print(pathlib.Path(FLAGS.out, "table.md").read_text())
     print("Wrote:\n  " + "\n  ".join(collected["files"]))
 

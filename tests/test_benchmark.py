@@ -236,3 +236,28 @@ def test_scaling_rejects_bad_flags_before_measuring(args, message):
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and message in run.stderr
     assert '"step_s"' not in run.stdout
+
+
+def test_compare_curves_reports_non_finite_steps_and_zero_references(tmp_path):
+    """A NaN past the first shared step was hidden (max skips NaN comparisons); a reference that
+    is 0 at every step crashed the relative difference."""
+    runs = {"a": [4.0, 3.0, 2.0, 1.0], "b": [4.1, 3.0, float("nan"), 1.0]}
+    runs |= {"zero": [0.0] * 4, "acc": [0.0, 0.5, 0.0, 0.25]}
+    curves = {}
+    for name, values in runs.items():
+        (tmp_path / name).mkdir()
+        rows = [{"step": s, "split": "train", "loss": v} for s, v in enumerate(values, 1)]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, rows)))
+        curves[name] = compare_curves.curve(str(tmp_path / name), "train", "loss")
+    text = compare_curves.compare([curves["a"], curves["b"]], ["a", "b"], "loss")
+    assert "NON-FINITE loss of b at steps 3 (nan)." in text
+    assert (
+        "max |b - a| over 3 steps (of 4; the others are not finite): 0.1000 "
+        "(2.50% of the reference)"
+    ) in text
+    text = compare_curves.compare([curves["zero"], curves["acc"]], ["zero", "acc"], "loss")
+    assert "max |acc - zero| over 4 steps: 0.5000 (zero is 0 at each of them" in text
+    text = compare_curves.compare([curves["acc"], curves["a"]], ["acc", "a"], "loss")
+    assert "(500.00% of the reference where it is not 0)" in text
+    text = compare_curves.compare([curves["b"], curves["b"]], ["b", "b2"], "loss")
+    assert "over 3 steps (of 4; the others are not finite): 0.0000" in text
