@@ -349,9 +349,9 @@ def finetune(
     """Fine-tunes one point (config.train.*) in `workdir`; rerunning resumes. Returns results:
     the dev metrics of every epoch, the selected epoch (train.select) and its metrics per split."""
     results_file = os.path.join(workdir, "results.json")
-    if os.path.exists(results_file):
-        with open(results_file) as f:
-            return json.load(f)  # finished before
+    finished = _read_results(results_file, log)
+    if finished is not None:
+        return finished  # finished before
     ready = ready or setup(config, log)
     task, features, t = ready.task, ready.features, config.train
     _check_train_config(t, config.optimizer)
@@ -388,8 +388,15 @@ def finetune(
         keep=1,
     )
     restored = ckpt.restore(checkpoints.abstract_like(state))
+    chosen_dir = os.path.join(workdir, "best")
     if restored is not None:
         state = restored
+    elif _trained(workdir, total, chosen_dir):
+        # Every epoch is in history.json and the selected model in best/, but results.json is
+        # missing or unreadable and the train state was deleted (train.keep_train_state=False):
+        # only the final evaluation is left to do, from best/.
+        log(f"{workdir}: trained before (history.json, best/); redoing the final evaluation")
+        state = {**state, "step": jnp.asarray(total, jnp.int32)}
     elif ready.init_params is not None:
         from bert_jax import convert  # noqa: PLC0415
 
@@ -407,9 +414,8 @@ def finetune(
         compiler_options=options,
     )
     state = par.put_state(state)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, start)
     history = [h for h in _read_history(workdir) if h["step"] <= start]
-    chosen_dir = os.path.join(workdir, "best")
 
     def end_of_epoch(done: int) -> None:
         """Dev metrics of the epoch that ends at `done`; the selected model is kept."""
@@ -492,8 +498,7 @@ def finetune(
             m = task.evaluate(split, ready.splits[split], features[split], outputs)
             results[split] = {k: float(v) for k, v in m.items()}
         task.write_predictions(split, ready.splits[split], features[split], outputs, pred_dir)
-    with open(results_file, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json(results_file, results)  # last: its presence means the run is finished
     if not t.keep_train_state:  # params + optimizer moments; the selected model stays in best/
         shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
     log(f"{t.select} epoch {chosen['epoch']}: dev " + _fmt(results["dev"], task.metric))
@@ -541,6 +546,43 @@ def _fresh_names(fresh: list[str]) -> str:
     """Heads by name (classifier, qa_outputs); anything fresh inside the encoder in full."""
     names = sorted({n if n.startswith("bert/") else n.split("/")[0] for n in fresh})
     return ", ".join(names) or "nothing"
+
+
+def write_json(path: str, obj: Any) -> None:
+    """`obj` as JSON at `path`, atomically: a kill mid-write leaves the old file or none, never
+    a truncated one (which would read as a finished run that cannot be read)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_results(path: str, log: Callable[[str], None]) -> dict | None:
+    """A finished run's results.json, or None when there is none or it cannot be read (e.g. cut
+    short by a kill before it was written atomically): the run then resumes, which for a run
+    that trained to the end is its final evaluation only."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, ValueError) as e:
+        log(f"{path} is unreadable ({e}): not finished; its final evaluation is redone")
+        return None
+    if not isinstance(results, dict) or "dev" not in results:
+        log(f"{path} holds no dev results: not finished; its final evaluation is redone")
+        return None
+    return results
+
+
+def _trained(workdir: str, total: int, chosen_dir: str) -> bool:
+    """Whether every epoch of the run's `total` steps was evaluated and its selected model saved
+    (best/, or best.old/ when a kill interrupted the swap)."""
+    history = _read_history(workdir)
+    saved = os.path.isdir(chosen_dir) or os.path.isdir(chosen_dir + ".old")
+    return bool(history) and history[-1]["step"] == total and saved
 
 
 def _read_history(workdir: str) -> list[dict]:

@@ -5,14 +5,15 @@ Each (batch size, learning rate, epochs) point and seed is one `finetune.finetun
 results.json exists) is not run again, so rerunning the command after a crash continues.
 The summary (workdir/summary.json and a printed table) ranks points by the mean over seeds of the
 task's dev metric, as the paper selects the best fine-tuning learning rate on dev;
-workdir/results.json holds the best point's dev metrics (means over seeds), as a single run's
-results.json does, so a sweep job (configs/sweeps/) can fill a table cell with a grid's best.
+workdir/results.json holds the best point's metrics (means over seeds), its task and selection
+metric, in the layout of a single run's results.json, so a sweep job (configs/sweeps/) can fill
+a table cell ("dev.accuracy", "dev.{metric}") with a grid's best. Both files are written
+atomically.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -84,26 +85,41 @@ def run(
     summary["best_model"] = os.path.join(run_dir, "best")
     if not single:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        finetune.write_json(os.path.join(workdir, "summary.json"), summary)
         # The grid's result, shaped like one run's results.json (what sweep tables read): the
-        # best point's dev metrics, each the mean over its seeds.
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(best_point_results(summary["best_point"], runs), f, indent=2)
+        # best point's metrics, each the mean over its seeds.
+        results = best_point_results(summary["best_point"], runs)
+        finetune.write_json(os.path.join(workdir, "results.json"), results)
         log(format_summary(summary))
     return summary
 
 
 def best_point_results(best: str, runs: dict[str, dict[int, dict]]) -> dict[str, Any]:
-    """{"best_point", "seeds", "dev": mean over its seeds of each numeric dev metric}."""
-    by_seed = runs[best]
-    devs = [by_seed[s]["dev"] for s in sorted(by_seed)]
-    numeric = [k for k, v in devs[0].items() if isinstance(v, (int, float))]
-    return {
+    """The best point's results in the layout of one run's results.json (finetune.finetune):
+    "task", "metric" (the selection metric: sweep cells read "dev.{metric}"), "select", and per
+    evaluated split ("dev", "test", ...) the mean over its seeds of each numeric metric; plus
+    "best_point" and "seeds". Per-run fields (history, epoch, train_seconds) stay in each run's
+    own results.json."""
+    by_seed = [runs[best][s] for s in sorted(runs[best])]
+    first = by_seed[0]
+    # The evaluated splits: the dicts of metrics (history is a list), in every seed's results.
+    splits = [k for k, v in first.items() if isinstance(v, dict) and all(k in r for r in by_seed)]
+    out: dict[str, Any] = {
+        "task": first.get("task"),
+        "metric": first.get("metric"),
+        "select": first.get("select"),
         "best_point": best,
-        "seeds": sorted(by_seed),
-        "dev": {k: float(np.mean([d[k] for d in devs])) for k in numeric},
+        "seeds": sorted(runs[best]),
     }
+    for split in splits:
+        metrics = [r[split] for r in by_seed]
+        numeric = [
+            k
+            for k, v in metrics[0].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        out[split] = {k: float(np.mean([m[k] for m in metrics])) for k in numeric}
+    return out
 
 
 def summarise(runs: dict[str, dict[int, dict]], metric: str) -> dict[str, Any]:

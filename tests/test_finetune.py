@@ -496,3 +496,75 @@ def test_fine_tuning_refuses_settings_it_would_ignore():
     opt.warmup_steps = 100  # overwritten from train.warmup_proportion: it used to be lost
     with pytest.raises(ValueError, match="set --config.train.warmup_proportion"):
         finetune._check_train_config(t, opt)
+
+
+def test_grid_results_json_is_shaped_like_one_runs():
+    """A grid's results.json carries what sweep tables read from one run's: the selection
+    metric (cells "dev.{metric}"), the task, and each evaluated split's means over seeds."""
+    runs = {
+        "bs32_lr5e-05_ep3": {
+            s: {
+                "task": "conll2003",
+                "metric": "f1",
+                "select": "last",
+                "epoch": 3,
+                "dev": {"f1": 0.5 + s / 10, "precision": 0.4, "report": "text"},
+                "test": {"f1": 0.3 + s / 10},
+                "history": [{"epoch": 3, "step": 30, "f1": 0.5}],
+            }
+            for s in (0, 1)
+        }
+    }
+    results = finetune_sweep.best_point_results("bs32_lr5e-05_ep3", runs)
+    assert results["metric"] == "f1" and results["task"] == "conll2003"
+    assert results["select"] == "last" and results["seeds"] == [0, 1]
+    assert results["dev"] == {"f1": pytest.approx(0.55), "precision": pytest.approx(0.4)}
+    assert results["test"] == {"f1": pytest.approx(0.35)}
+    assert "history" not in results
+    # What a sweep cell "dev.{metric}" resolves to (experiments/paper_tables.py).
+    assert results["dev"][results["metric"]] == pytest.approx(0.55)
+
+
+def test_a_run_killed_writing_results_or_with_them_truncated_finishes_on_rerun(
+    vocab_file, tmp_path, monkeypatch
+):
+    """results.json is written atomically (a kill mid-write leaves none, not a truncated file);
+    an unreadable one (written before that, or damaged) is a run to finish, not a crash: the
+    rerun redoes only the final evaluation, from the train state or, once that is deleted
+    (train.keep_train_state=False), from best/."""
+    config = _sample_text_config(vocab_file, tmp_path, n=48)
+    config.train.keep_train_state = False
+    workdir = tmp_path / "run"
+    results_file = workdir / "results.json"
+    real_dump = json.dump
+
+    def killed_writing_results(obj, f, **kwargs):
+        if os.path.basename(f.name).startswith("results.json"):
+            f.write(json.dumps(obj)[:20])
+            f.flush()
+            raise KeyboardInterrupt  # the kill, mid-write
+        return real_dump(obj, f, **kwargs)
+
+    monkeypatch.setattr(json, "dump", killed_writing_results)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(config, str(workdir), log=lambda s: None)
+    monkeypatch.setattr(json, "dump", real_dump)
+    assert not results_file.exists()  # not a truncated "finished" run
+
+    lines = []
+    first = finetune.finetune(config, str(workdir), log=lines.append)
+    assert not any(line.startswith(("step ", "epoch ")) for line in lines), lines  # no training
+    assert json.loads(results_file.read_text()) == first
+    last = {k: v for k, v in first["history"][-1].items() if k not in ("epoch", "step")}
+    assert first["dev"] == last and len(first["history"]) == config.train.num_epochs
+    assert not (workdir / "checkpoints").exists()  # keep_train_state=False
+
+    results_file.write_text(results_file.read_text()[:50])  # truncated, as the old write left it
+    lines = []
+    again = finetune.finetune(config, str(workdir), log=lines.append)
+    assert any("results.json is unreadable" in line for line in lines), lines
+    assert any("redoing the final evaluation" in line for line in lines), lines
+    assert not any(line.startswith(("step ", "epoch ")) for line in lines), lines
+    assert again["dev"] == first["dev"] and again["history"] == first["history"]
+    assert json.loads(results_file.read_text())["dev"] == first["dev"]
+    assert (workdir / "predictions" / "dev.tsv").exists()

@@ -6,8 +6,10 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -420,3 +422,265 @@ def test_a_real_sweep_resumes_an_interrupted_job_and_fills_its_table(tmp_path):
     assert cells["tiny|SST-2"]["values"] == [pytest.approx(100 * acc)]
     table = (tmp_path / "tables" / "table.md").read_text()
     assert f"{100 * acc:.1f} (92.7)" in table and "2 done" in table
+
+
+# --------------------------------------------------------------------------- the launcher's records
+
+
+def _sweep_file(tmp_path: pathlib.Path, table: str, names=("a",)) -> str:
+    """A sweep spec: jobs `names` (pre-training commands, never run here) filling table `table`."""
+    path = tmp_path / f"{table}_{'_'.join(names)}.py"
+    path.write_text(
+        "from configs.sweeps import common\n\n"
+        "def get_sweep(arg):\n"
+        f"    table = common.Table({table!r}, 'Tiny', 'run', ('x',), ('y',), {{}})\n"
+        f"    jobs = [common.Job(n, 'configs/pretrain.py', {{'train.seed': 1}})\n"
+        f"            for n in {names!r}]\n"
+        f"    return common.Sweep({table!r}, table, tuple(jobs))\n"
+    )
+    return f"{path}:"
+
+
+def _launcher(*args: str, script: str | pathlib.Path = REPO / "experiments" / "launch.py"):
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_a_moved_or_symlinked_root_keeps_its_finished_jobs(tmp_path):
+    """The commands hold the root's path (--workdir, {job:NAME}); a root copied elsewhere, or
+    reached through a symlink, is the same sweep: its finished jobs stay done."""
+    jobs, old = _fake_jobs(), tmp_path / "old"
+    for job in jobs:
+        (old / job.name).mkdir(parents=True)
+        record = {"status": "done", "command": launch.command(job, old)}
+        (old / job.name / "launch.json").write_text(json.dumps(record))
+    moved, link = tmp_path / "moved", tmp_path / "link"
+    old.rename(moved)
+    link.symlink_to(moved)
+    for root in (moved, link):
+        assert [launch.is_done(root, j) for j in jobs] == [True, True, True]
+    # What the sweep changed is still refused, and named alone.
+    changed = common.Job("a", "configs/pretrain.py", {"train.seed": 9})
+    with pytest.raises(ValueError, match=r"ran with --config.train.seed=1, the sweep gives "
+                       r"--config.train.seed=9; a rerun"):  # fmt: skip
+        launch.is_done(link, changed)
+    # A run recorded in another workdir than ROOT/NAME is another command, wherever the root.
+    (moved / "a" / "launch.json").write_text(
+        json.dumps({"status": "done", "command": launch.command(jobs[1], moved)})
+    )
+    with pytest.raises(ValueError, match="another command"):
+        launch.is_done(moved, jobs[0])
+
+
+def test_a_damaged_launch_json_names_itself_and_the_fix(tmp_path):
+    job = _fake_jobs()[0]
+    path = tmp_path / "a" / "launch.json"
+    path.parent.mkdir()
+    for text in ('{"status": "do', "", "[]"):
+        path.write_text(text)
+        with pytest.raises(ValueError) as err:
+            launch.is_done(tmp_path, job)
+        assert str(path) in str(err.value) and f"delete {path.parent}" in str(err.value)
+
+
+def test_a_root_holds_one_sweep(tmp_path):
+    """Another table's sweep, or one that leaves out jobs that ran, does not replace sweep.json
+    (paper_tables.py finds the results through it) unless --replace_sweep says so."""
+    root, first = tmp_path / "root", _sweep_file(tmp_path, "grid_mrpc", ("a", "b"))
+    launch.write_sweep_json(root, first, launch.load_sweep(first))
+    (root / "a").mkdir()
+    (root / "a" / "launch.json").write_text(json.dumps({"status": "done"}))
+    written = (root / "sweep.json").read_text()
+    other = _sweep_file(tmp_path, "table7")
+    for preview in ("--dry_run", "--emit=slurm"):
+        refused = _launcher(f"--sweep={other}", f"--root={root}", preview)
+        assert refused.returncode != 0, refused.stdout
+        for text in (f"{root / 'sweep.json'} holds the sweep {first!r}", "'grid_mrpc'",
+                     "'table7'", "another --root", "--replace_sweep"):  # fmt: skip
+            assert text in refused.stderr, refused.stderr[-2000:]
+        assert (root / "sweep.json").read_text() == written
+    # The same table, but job "a", which ran, dropped from it.
+    fewer = _sweep_file(tmp_path, "grid_mrpc", ("b",))
+    with pytest.raises(ValueError, match=r"1 of its jobs ran here and are not in .* \(a\)"):
+        launch.check_sweep_json(root, fewer, launch.load_sweep(fewer))
+    launch.check_sweep_json(root, first, launch.load_sweep(first))  # the same sweep: fine
+    replaced = _launcher(f"--sweep={other}", f"--root={root}", "--emit=slurm", "--replace_sweep")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert json.loads((root / "sweep.json").read_text())["sweep"] == other
+    (root / "sweep.json").write_text('{"sweep": ')
+    with pytest.raises(ValueError, match=r"sweep.json is not valid JSON .* --replace_sweep"):
+        launch.check_sweep_json(root, first, launch.load_sweep(first))
+
+
+def test_a_sweep_file_of_configs_sweeps_goes_by_its_name():
+    named = launch.load_sweep("table8.py:profile=mini")
+    assert named.jobs == launch.load_sweep("configs/sweeps/table8.py:profile=mini").jobs
+    with pytest.raises(FileNotFoundError, match=r"'tabel8.py' not found .*'finetune_grid.py'"):
+        launch.load_sweep("tabel8.py:profile=mini")
+
+
+# A job that saves slowly when stopped: it writes its pid, then sleeps; SIGTERM makes it sleep on.
+_SLOW_CHILD = (
+    "import os, pathlib, signal, sys, time; d = pathlib.Path(sys.argv[1]); "
+    "signal.signal(signal.SIGTERM, lambda *a: ((d / 'term').touch(), time.sleep(60))); "
+    "(d / 'pid').write_text(str(os.getpid())); time.sleep(60)"
+)
+
+
+def _slow_launcher(tmp_path: pathlib.Path) -> pathlib.Path:
+    """launch.py with every job replaced by _SLOW_CHILD."""
+    script = tmp_path / "slow_launch.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'experiments')!r})\n"
+        "import launch\nfrom absl import app\nreal = launch.command\n"
+        "def fake(job, root, multihost=False):\n"
+        f"    return [sys.executable, '-c', {_SLOW_CHILD!r}, str(root / job.name),\n"
+        "            *real(job, root, multihost)[3:]]\n"
+        "launch.command = fake\nlaunch._define_flags()\napp.run(launch.main)\n"
+    )
+    return script
+
+
+def _wait_for(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _kill(pid_file: pathlib.Path) -> None:
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("mode", ["sweep", "job"])
+def test_a_launcher_stopped_twice_kills_its_jobs_and_records_them(tmp_path, mode):
+    """A second SIGTERM (or Ctrl-C) while the jobs save kills them instead of waiting; the
+    launcher still records them (a job left "running" would be started again beside itself).
+    The same for one job of the cluster scripts (--job)."""
+    spec, root = _sweep_file(tmp_path, "t"), tmp_path / "root"
+    args = [f"--sweep={spec}", f"--root={root}", *(["--job=a"] if mode == "job" else [])]
+    work = root / "a"
+    launcher = subprocess.Popen(
+        [sys.executable, str(_slow_launcher(tmp_path)), *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for((work / "pid").exists, "the job to start")
+        launcher.send_signal(signal.SIGTERM)
+        _wait_for((work / "term").exists, "the job to be stopped")
+        launcher.send_signal(signal.SIGTERM)
+        out, _ = launcher.communicate(timeout=30)
+    finally:
+        launcher.kill()
+        _kill(work / "pid")
+    assert launcher.returncode != 0, out
+    record = json.loads((work / "launch.json").read_text())
+    assert record["status"] == "failed" and record["returncode"] == -signal.SIGKILL, (record, out)
+    assert "stop again to kill them" in out and "[stopped] a" in out, out
+
+
+def test_a_rerun_starts_no_second_copy_of_a_job_still_running(tmp_path):
+    """A launcher killed outright (SIGKILL) leaves its job running, recorded "running": a rerun
+    refuses it while it runs, and reruns it once it has gone."""
+    spec, root = _sweep_file(tmp_path, "t"), tmp_path / "root"
+    work, script = root / "a", _slow_launcher(tmp_path)
+    launcher = subprocess.Popen(
+        [sys.executable, str(script), f"--sweep={spec}", f"--root={root}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for((work / "pid").exists, "the job to start")
+        pid = int((work / "pid").read_text())
+        _wait_for(lambda: launch.read_launch(root, common.Job("a", "x")).get("pid") == pid,
+                  "the job's record")  # fmt: skip
+        launcher.kill()
+        launcher.wait(timeout=30)
+        refused = _launcher(f"--sweep={spec}", f"--root={root}", "--dry_run", script=script)
+        assert refused.returncode != 0, refused.stdout
+        assert f"jobs still run here (name: process id): {{'a': {pid}}}" in refused.stderr, (
+            refused.stderr[-2000:]
+        )
+    finally:
+        launcher.kill()
+        _kill(work / "pid")
+    cmdline = pathlib.Path(f"/proc/{pid}/cmdline")  # empty once it ended (a zombie)
+    _wait_for(lambda: not cmdline.exists() or not cmdline.read_bytes(), "the job to end")
+    rerun = _launcher(f"--sweep={spec}", f"--root={root}", "--dry_run", script=script)
+    assert rerun.returncode == 0 and "1 jobs, 0 done, 1 to run" in rerun.stdout, rerun.stderr
+
+
+PAPER_SWEEPS = [
+    "table5.py:profile=paper,corpus=wiki.xml.bz2",
+    "table6.py:profile=paper,corpus=wiki.xml.bz2",
+    "table7.py:profile=paper,init=/ckpt/bert-base-uncased",
+    "table8.py:profile=paper,corpus=wiki.xml.bz2",
+]
+
+
+def _fine_tuning_configs(spec: str, root: pathlib.Path):
+    sweep = launch.load_sweep(f"configs/sweeps/{spec}")
+    return [(j, c) for j in sweep.jobs if "task" in (c := _config(j, root))]
+
+
+@pytest.mark.parametrize("spec", PAPER_SWEEPS)
+def test_paper_profiles_fine_tune_with_the_papers_recipes(spec, tmp_path):
+    """GLUE: batch 32, 3 epochs, the learning rate chosen on dev from {5e-5, 4e-5, 3e-5, 2e-5}
+    (PAPER.md), as a grid inside each job; SQuAD 1.1 and NER fine-tuning: the task defaults
+    (lr 5e-5, batch 32, 3 epochs); the frozen-encoder jobs: the feature-based recipe."""
+    from bert_jax import finetune_sweep
+
+    jobs = _fine_tuning_configs(spec, tmp_path)
+    assert jobs
+    for job, config in jobs:
+        points = finetune_sweep.points(config)
+        if config.task.name in ("mnli", "qnli", "mrpc", "sst2"):
+            assert sorted(p["optimizer.learning_rate"] for _, p in points) == [
+                2e-5,
+                3e-5,
+                4e-5,
+                5e-5,
+            ], job.name
+            assert {(p["train.batch_size"], p["train.num_epochs"]) for _, p in points} == {
+                (32, 3)
+            }, job.name
+        elif config.head.freeze_encoder:
+            assert [p for _, p in points] == [
+                {"train.batch_size": 32, "optimizer.learning_rate": 1e-3, "train.num_epochs": 3}
+            ], job.name
+            assert (config.head.bilstm_layers, config.head.bilstm_size) == (2, 768), job.name
+        else:  # squad1 / conll2003 fine-tuning
+            assert config.task.name in ("squad1", "conll2003"), job.name
+            assert [p for _, p in points] == [
+                {"train.batch_size": 32, "optimizer.learning_rate": 5e-5, "train.num_epochs": 3}
+            ], job.name
+        assert config.sweep.seeds == (), job.name  # one seed per job: its own table value
+
+
+def test_tables_7_and_8_share_one_feature_based_recipe(tmp_path):
+    """The frozen encoder + 2-layer BiLSTM head trains the same way in both tables (paper
+    profile); the mini profiles keep their own measured settings."""
+
+    def recipes(spec):
+        return {
+            (
+                c.head.bilstm_layers,
+                c.head.bilstm_size,
+                c.optimizer.learning_rate,
+                c.train.num_epochs,
+                c.train.batch_size,
+            )
+            for _, c in _fine_tuning_configs(spec, tmp_path)
+            if c.head.freeze_encoder
+        }
+
+    table7 = recipes("table7.py:profile=paper,init=/ckpt/bert-base-uncased")
+    table8 = recipes("table8.py:profile=paper,corpus=wiki.xml.bz2")
+    assert table7 == table8 == {(2, 768, 1e-3, 3, 32)}
+    assert recipes("table7.py:profile=mini") == {(2, 192, 1e-3, 4, 32)}
+    assert recipes("table8.py:profile=mini") == {(2, 0, 3e-3, 12, 32)}
