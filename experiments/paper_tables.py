@@ -12,6 +12,9 @@ metrics.jsonl and launch.json (layout: configs/sweeps/common.py). Writes into OU
                 best_seed, paper, planned}}, "jobs", "done_by_results", ...}
   *.png         learning curves; metric (and perplexity) vs model size when the table has row_x
 A bad or missing file of one job only blanks that job's cells (with a warning), never the table.
+An average column (Table.averages, e.g. GLUE's "Average") is the mean of the row's cells as shown
+(mean over seeds, or best seed), blank and marked while any of them is; a paper row
+(Table.paper_rows) prints the paper's numbers, its average the paper's printed one.
 A job is done when launch.json says so or when its results.json holds a number for each of its
 cells (written at the end of a run; the launcher may have died before recording it).
 """
@@ -146,6 +149,11 @@ def collect(root: str | pathlib.Path) -> dict[str, Any]:
         i = values.index(pick(values)) if values else None
         entry["best"] = None if i is None else values[i]
         entry["best_seed"] = None if i is None else entry["seeds"][i]
+    for column, inputs in table.averages.items():
+        for row in table.rows:
+            if row not in table.paper_rows:  # (a paper row's average is the paper's number)
+                entry = cells[f"{row}|{column}"]
+                entry |= _average([cells[f"{row}|{c}"] for c in inputs], inputs)
     return {
         "table": table.name,
         "sweep": spec,
@@ -156,6 +164,26 @@ def collect(root: str | pathlib.Path) -> dict[str, Any]:
         "wall_seconds_done": wall,
         "git_commits": sorted(commits),
     }
+
+
+def _average(entries: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, Any]:
+    """An average cell from the cells of its `columns` (one row): the mean of their means and
+    of their best seeds, None while any of them has no value (never a mean of fewer columns);
+    `results` and `planned` sum their seeds, so an average of cells missing seeds says so."""
+    missing = [c for c, e in zip(columns, entries, strict=True) if e["mean"] is None]
+    return {
+        "average_of": list(columns),
+        "missing": missing,
+        "mean": None if missing else statistics.mean(e["mean"] for e in entries),
+        "best": None if missing else statistics.mean(e["best"] for e in entries),
+        "results": sum(len(e["values"]) for e in entries),
+        "planned": sum(e["planned"] for e in entries),
+    }
+
+
+def _results(entry: dict[str, Any]) -> int:
+    """How many of a cell's planned seeds have a value (an average: of all its columns)."""
+    return entry["results"] if "average_of" in entry else len(entry["values"])
 
 
 def _ours(entry: dict[str, Any], aggregate: str) -> float | None:
@@ -174,7 +202,7 @@ def _best(
     ours = {r: v for r, v in ours.items() if v is not None}
     if len(ours) < 2:
         return set(), False
-    complete = {r: v for r, v in ours.items() if len(entries[r]["values"]) >= entries[r]["planned"]}
+    complete = {r: v for r, v in ours.items() if _results(entries[r]) >= entries[r]["planned"]}
     pool = complete or ours
     best = (min if column in table.lower_is_better else max)(pool.values())
     return {r for r, v in pool.items() if v == best}, not complete
@@ -203,8 +231,14 @@ def _cells(
         line = []
         for column in table.columns:
             entry, d = collected["cells"][f"{row}|{column}"], table.decimals.get(column, 1)
+            if row in table.paper_rows:  # the paper's number as it is, nothing of ours
+                line.append(dash if entry["paper"] is None else f"{entry['paper']:.{d}f}")
+                continue
             value = _ours(entry, aggregate)
-            if value is None:
+            if value is None and "average_of" in entry:  # blank until all its columns have one
+                n = len(entry["average_of"])
+                ours = f"{dash} [{n - len(entry['missing'])}/{n} columns]"
+            elif value is None:
                 ours = dash
             else:
                 ours = f"{value:.{d}f}"
@@ -213,10 +247,10 @@ def _cells(
                 rows, provisional = best[column]
                 if row in rows:
                     ours = bold(ours) + (dagger if provisional else "")
-                if aggregate == "best":
+                if aggregate == "best" and entry["best_seed"] is not None:  # (not an average)
                     ours += f", seed {entry['best_seed']}"
-                if len(entry["values"]) < entry["planned"]:  # seeds failed, diverged or unrun
-                    ours += f" [{len(entry['values'])}/{entry['planned']}]"
+                if _results(entry) < entry["planned"]:  # seeds failed, diverged or unrun
+                    ours += f" [{_results(entry)}/{entry['planned']}]"
             if entry["paper"] is not None:
                 ours += f" ({entry['paper']:.{d}f})"
             line.append(ours)
@@ -271,6 +305,13 @@ PARTIAL = {
     "diverged or have not run)."
     for a in AGGREGATES
 }
+AVERAGE = (
+    "{column}: the mean of the row's {inputs} (each cell as shown: {how}); blank, "
+    "{dash} [k/n columns], while only k of its n columns have a value (never a mean of fewer); "
+    "its [k/n] counts the seeds of all its columns."
+)
+AVERAGE_HOW = {"mean": "the mean over its seeds", "best": "its best seed"}
+PAPER_ROWS = "Rows {rows}: the paper's numbers (an average as the paper prints it)."
 PROVISIONAL = (
     "†: no cell of this column has all its seeds; the bold one is the best of the incomplete "
     "cells, provisional."
@@ -295,7 +336,17 @@ def markdown(table: Table, collected: dict[str, Any], aggregate: str = "mean") -
     lines.append("")
     if table.notes:
         lines += [f"- {note}" for note in table.notes] + [""]
-    if any(0 < len(e["values"]) < e["planned"] for e in collected["cells"].values()):
+    for column, inputs in table.averages.items():
+        lines += [
+            AVERAGE.format(
+                column=esc(column), inputs=", ".join(inputs), how=AVERAGE_HOW[aggregate], dash=DASH
+            ),
+            "",
+        ]
+    if table.paper_rows:
+        lines += [PAPER_ROWS.format(rows=", ".join(esc(r) for r in table.paper_rows)), ""]
+    cells = collected["cells"].values()
+    if any(_ours(e, aggregate) is not None and _results(e) < e["planned"] for e in cells):
         lines += [PARTIAL[aggregate], ""]
     if any(_best(table, collected, c, aggregate)[1] for c in table.columns):
         lines += [PROVISIONAL, ""]

@@ -311,3 +311,168 @@ def test_job_status_agrees_with_the_results_it_contributes(tmp_path):
         f"Counted done because their results.json holds every cell's number: {A}/seed0 "
         f"(bad launch.json), {A}/seed1 (launch.json: running), {A}/seed2 (launch.json: failed)."
     ) in line
+
+
+# --------------------------------------------------------------------------- average columns
+
+
+def _write_root(root: pathlib.Path, sweep: Sweep, results: dict) -> pathlib.Path:
+    """A launched sweep's root: sweep.json, and per job in `results` its launch.json (done, or
+    failed when its results are None) and results.json; the other jobs never started."""
+    root.mkdir(parents=True)
+    sweep_json = {"sweep": sweep.name, "table": to_dict(sweep.table)}
+    (root / "sweep.json").write_text(json.dumps(sweep_json | {"jobs": to_dict(list(sweep.jobs))}))
+    for name, result in results.items():
+        work = root / name
+        work.mkdir(parents=True)
+        launch = {"command": ["python"], "git_commit": "abc", "host": "h", "started": "t"}
+        status = "failed" if result is None else "done"
+        launch |= {"finished": "t", "wall_seconds": 600.0, "returncode": 0, "status": status}
+        (work / "launch.json").write_text(json.dumps(launch))
+        if result is not None:
+            (work / "results.json").write_text(json.dumps(result))
+    return root
+
+
+def _glue(task: str, metric: str, seed: int, dev: dict, **splits) -> dict:
+    """results.json of a GLUE job of the paper's recipe: a learning-rate grid inside the job
+    (bert_jax.finetune_sweep.best_point_results: the best point's metrics)."""
+    out = {"task": task, "metric": metric, "select": "last", "best_point": "bs32_lr3e-05_ep3"}
+    return out | {"seeds": [seed], "dev": dev, **splits}
+
+
+def _run(task: str, metric: str, dev: dict) -> dict:
+    """results.json of one fine-tuning run (bert_jax.finetune.finetune)."""
+    history = [{"epoch": 1, "step": 100, **dev}]
+    return {"task": task, "metric": metric, "select": "last", "epoch": 1, "dev": dev,
+            "history": history, "train_seconds": 60.0, "steps": 100}  # fmt: skip
+
+
+# Two seeds of each Tables 1-4 job: {task: (seed 0's, seed 1's) values}.
+TABLE1_VALUES = {
+    "mnli": ((0.840, 0.838), (0.846, 0.842)),  # (matched, mismatched)
+    "qqp": (0.880, 0.884),
+    "qnli": (0.912, 0.908),
+    "sst2": (0.926, 0.930),
+    "cola": (0.560, 0.580),
+    "stsb": (0.886, 0.890),
+    "mrpc": (0.900, 0.892),
+    "rte": (0.680, 0.700),
+    "squad1": ((80.6, 88.2), (81.0, 88.6)),  # (EM, F1), in percent as squad_eval writes them
+    "squad2": ((73.0, 76.1), (73.4, 76.5)),  # (best_exact, best_f1)
+    "swag": (0.812, 0.816),
+}
+
+
+def _table1_results(task: str, seed: int) -> dict:
+    from bert_jax.data.tasks import glue  # noqa: PLC0415
+
+    value = TABLE1_VALUES[task][seed]
+    if task == "mnli":
+        return _glue(task, "accuracy", seed, {"accuracy": value[0]},
+                     dev_mismatched={"accuracy": value[1]})  # fmt: skip
+    if task in glue.TASKS:
+        metric = glue.TASKS[task].metric
+        # (MRPC and QQP report accuracy beside their F1, STS-B Pearson beside Spearman.)
+        return _glue(task, metric, seed, {"accuracy": 0.5, "pearson": 0.5} | {metric: value})
+    if task == "squad1":
+        return _run(task, "f1", {"exact_match": value[0], "f1": value[1]})
+    if task == "squad2":
+        dev = {"exact_match": 70.0, "f1": 73.0, "HasAns_exact": 75.0, "NoAns_exact": 65.0}
+        dev |= {"best_exact": value[0], "best_exact_thresh": -1.5}
+        return _run(task, "f1", dev | {"best_f1": value[1], "best_f1_thresh": -1.2})
+    return _run(task, "accuracy", {"accuracy": value})
+
+
+def _table1_root(tmp_path, failed=()) -> tuple[pathlib.Path, Table]:
+    from configs.sweeps import table1  # noqa: PLC0415
+
+    sweep = table1.get_sweep("init=/ckpt/bert-base-uncased,swag_dir=/data/swag,seeds=2")
+    results = {}
+    for job in sweep.jobs:
+        task, seed = job.name.rsplit("_seed", 1)
+        results[job.name] = None if job.name in failed else _table1_results(task, int(seed))
+    return _write_root(tmp_path / "table1", sweep, results), sweep.table
+
+
+OURS = "BERT-base (ours)"
+TABLE1_OURS = (
+    "| BERT-base (ours) | 84.3 ± 0.4 | 84.0 ± 0.3 | 88.2 ± 0.3 | 91.0 ± 0.3 | 92.8 ± 0.3 | "
+    "57.0 ± 1.4 | 88.8 ± 0.3 | 89.6 ± 0.6 | 69.0 ± 1.4 | 82.7 | 80.8 ± 0.3 | 88.4 ± 0.3 | "
+    "73.2 ± 0.3 | 76.3 ± 0.3 | 81.4 ± 0.3 |"
+)
+TABLE1_PAPER = (
+    "| BERT-base (paper) | 84.6 | 83.4 | 71.2 | 90.5 | 93.5 | 52.1 | 85.8 | 88.9 | 66.4 | 79.6 | "
+    "80.8 | 88.5 | – | – | 81.6 |",
+    "| BERT-large (paper) | 86.7 | 85.9 | 72.1 | 92.7 | 94.9 | 60.5 | 86.5 | 89.3 | 70.1 | 82.1 | "
+    "84.1 | 90.9 | 78.7 | 81.9 | 86.6 |",
+)
+
+
+def test_table1_from_fine_tuning_results(tmp_path):
+    """Tables 1-4 from the results.json files the fine-tuning jobs write: MNLI-m and -mm from
+    the one MNLI job, the Average the mean of the row's nine GLUE cells, the paper's rows as
+    printed (their Average the paper's)."""
+    root, table = _table1_root(tmp_path)
+    written = paper_tables.write(root, tmp_path / "out")
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert _row(md, OURS) == TABLE1_OURS
+    assert (_row(md, "BERT-base (paper)"), _row(md, "BERT-large (paper)")) == TABLE1_PAPER
+    nine = [(a + b) / 2 * 100 for a, b in zip(*TABLE1_VALUES["mnli"], strict=True)]
+    nine += [sum(TABLE1_VALUES[t]) / 2 * 100 for t in ("qqp", "qnli", "sst2", "cola", "stsb")]
+    nine += [sum(TABLE1_VALUES[t]) / 2 * 100 for t in ("mrpc", "rte")]
+    average = written["cells"][f"{OURS}|Average"]
+    assert average["mean"] == pytest.approx(sum(nine) / 9) and average["missing"] == []
+    assert average["average_of"] == list(table.columns[:9]) and average["paper"] is None
+    assert written["cells"]["BERT-large (paper)|Average"]["paper"] == 82.1
+    assert "Average: the mean of the row's MNLI-m, MNLI-mm, QQP (F1)" in md
+    assert "Rows BERT-base (paper), BERT-large (paper): the paper's numbers" in md
+    assert "Jobs: 22 done, 0 failed, 0 running, 0 not started (of 22)" in md
+    assert "**" not in md  # one row of ours: nothing to compare
+    tex = (tmp_path / "out" / "table.tex").read_text()
+    assert r"BERT-large (paper) & 86.7 & 85.9 & 72.1 &" in tex and "& 82.7 &" in tex
+    # --aggregate=best: the mean of the cells' best seeds, with no seed of its own.
+    best = paper_tables.markdown(table, paper_tables.collect(root), "best")
+    assert "| 70.0, seed 1 | 83.2 | 81.0, seed 1 |" in _row(best, OURS)
+    assert "(each cell as shown: its best seed)" in best
+
+
+def test_an_average_is_blank_and_marked_while_a_column_is_missing(tmp_path):
+    """Never a mean over fewer columns: CoLA's jobs failed, so the Average is blank, marked with
+    how many of its columns have a value; a column missing a seed marks the Average as well."""
+    root, table = _table1_root(tmp_path, failed=("cola_seed0", "cola_seed1", "rte_seed1"))
+    collected = paper_tables.collect(root)
+    md = paper_tables.markdown(table, collected)
+    cells = _row(md, OURS).split(" | ")
+    assert (cells[6], cells[9], cells[10]) == ("–", "68.0 [1/2]", "– [8/9 columns]")
+    average = collected["cells"][f"{OURS}|Average"]
+    assert average["mean"] is None and average["missing"] == ["CoLA (MCC)"]
+    assert paper_tables.PARTIAL["mean"] in md
+    assert r"-- [8/9 columns]" in paper_tables.latex(table, collected)
+    # CoLA back (RTE still missing a seed): an average over all nine, marked partial.
+    collected["cells"][f"{OURS}|CoLA (MCC)"] |= {"values": [57.0], "mean": 57.0, "best": 57.0}
+    entry = collected["cells"][f"{OURS}|Average"]
+    cells = [collected["cells"][f"{OURS}|{c}"] for c in table.averages["Average"]]
+    entry |= paper_tables._average(cells, table.averages["Average"])
+    assert entry["mean"] == pytest.approx((744.7 - 1.0) / 9)  # RTE 68.0 for 69.0
+    assert "| 82.6 [16/18] |" in _row(paper_tables.markdown(table, collected), OURS)
+
+
+def test_an_average_column_is_bold_only_among_complete_rows(tmp_path):
+    """The bold rule of every column holds for an average: a row whose average leans on a
+    cell missing seeds does not win over a complete row, however high."""
+    table = Table("avg", "Avg", "Model", ("A", "B"), ("x", "y", "avg"), {("A", "avg"): 1.0},
+                  averages={"avg": ("x", "y")})  # fmt: skip
+    jobs = [
+        Job(f"{r}_{c}{s}", "f.py", cells=(Cell(r, c, f"dev.{c}", s),))
+        for r in ("A", "B")
+        for c in ("x", "y")
+        for s in (0, 1)
+    ]
+    values = {"A_x": 0.80, "A_y": 0.90, "B_x": 0.95, "B_y": 0.88}
+    results = {j.name: {"dev": {j.name[2]: values[j.name[:3]]}} for j in jobs}
+    results["B_x1"] = None  # failed: B's average (91.5) leans on 1 of x's 2 seeds
+    root = _write_root(tmp_path / "avg", Sweep("avg", table, tuple(jobs)), results)
+    md = paper_tables.markdown(table, paper_tables.collect(root))
+    assert _row(md, "A") == "| A | **80.0 ± 0.0** | **90.0 ± 0.0** | **85.0** (1.0) |"
+    assert _row(md, "B") == "| B | 95.0 [1/2] | 88.0 ± 0.0 | 91.5 [3/4] |"

@@ -2,6 +2,7 @@
 failed and interrupted ones, respects dependencies, writes cluster scripts; a real two-job sweep
 (pre-training, then fine-tuning from it) runs end to end into a paper table."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -32,6 +33,8 @@ SWEEPS = [
     "table8.py:profile=paper,corpus=wiki.xml.bz2",
     "finetune_grid.py:task=rte,seeds=3",
     "finetune_grid.py:task=rotten_tomatoes,mini",
+    "table1.py:init=/ckpt/bert-base-uncased,swag_dir=/data/swag",
+    "table1.py:init=/ckpt/bert-base-uncased,seeds=2,skip=squad2",
 ]
 
 
@@ -81,8 +84,8 @@ def test_every_sweep_expands_to_valid_configs(spec, tmp_path):
             config.data.train_files = config.data.train_files or "train-*.tfrecord"
             train.check_config(config, 1)
         filled |= {(c.row, c.column) for c in job.cells}
-    # Every row of the table gets at least one of our numbers.
-    assert {r for r, _ in filled} == set(sweep.table.rows)
+    # Every row of the table gets at least one of our numbers, but the paper's own rows.
+    assert {r for r, _ in filled} == set(sweep.table.rows) - set(sweep.table.paper_rows)
     json.dumps(common.to_dict(sweep))  # sweep.json is writable
 
 
@@ -684,3 +687,147 @@ def test_tables_7_and_8_share_one_feature_based_recipe(tmp_path):
     assert table7 == table8 == {(2, 768, 1e-3, 3, 32)}
     assert recipes("table7.py:profile=mini") == {(2, 192, 1e-3, 4, 32)}
     assert recipes("table8.py:profile=mini") == {(2, 0, 3e-3, 12, 32)}
+
+
+# --------------------------------------------------------------------------- Tables 1-4
+
+TABLE1 = "configs/sweeps/table1.py:init=/ckpt/bert-base-uncased"
+
+
+def test_table1_fine_tunes_one_checkpoint_with_the_papers_recipes(tmp_path):
+    """GLUE: the paper's GLUE recipe (batch 32, 3 epochs, lr on dev from 5e-5..2e-5), MNLI-m and
+    -mm from one MNLI job; SQuAD 1.1, SQuAD 2.0 and SWAG: the paper's recipes (the task
+    defaults); every job from `init`, one per task and seed, filling our row only."""
+    from bert_jax import finetune_sweep
+    from bert_jax.data.tasks import glue
+    from configs.sweeps import table1
+
+    sweep = launch.load_sweep(f"{TABLE1},swag_dir=/data/swag,seeds=2")
+    table = sweep.table
+    assert table.rows == ("BERT-base (ours)", "BERT-base (paper)", "BERT-large (paper)")
+    assert table.paper_rows == ("BERT-base (paper)", "BERT-large (paper)")
+    assert table.columns == (
+        "MNLI-m", "MNLI-mm", "QQP (F1)", "QNLI", "SST-2", "CoLA (MCC)", "STS-B (Spearman)",
+        "MRPC (F1)", "RTE", "Average", "SQuAD 1.1 EM", "SQuAD 1.1 F1", "SQuAD 2.0 EM",
+        "SQuAD 2.0 F1", "SWAG",
+    )  # fmt: skip
+    assert table.averages == {"Average": table.columns[:9]}
+    tasks = ("mnli", "qqp", "qnli", "sst2", "cola", "stsb", "mrpc", "rte", "squad1", "squad2")
+    assert [j.name for j in sweep.jobs] == [
+        f"{t}_seed{s}" for t in (*tasks, "swag") for s in (0, 1)
+    ]
+    recipes = {}
+    for job in sweep.jobs:
+        config = _config(job, tmp_path)
+        assert config.init_checkpoint == "/ckpt/bert-base-uncased" and not job.after, job.name
+        assert config.train.seed == int(job.name[-1]) == {c.seed for c in job.cells}.pop()
+        assert {c.row for c in job.cells} == {"BERT-base (ours)"}
+        recipes[config.task.name] = sorted(
+            (p["train.batch_size"], p["optimizer.learning_rate"], p["train.num_epochs"])
+            for _, p in finetune_sweep.points(config)
+        )
+        if config.task.name in glue.TASKS:  # the cells read the task's own dev metrics
+            for cell in job.cells:
+                split, metric = cell.metric.split(".")
+                assert metric == glue.TASKS[config.task.name].metric and cell.scale == 100
+                assert split == ("dev_mismatched" if cell.column == "MNLI-mm" else "dev")
+        if config.task.name == "swag":
+            assert (config.task.train_file, config.task.dev_file) == (
+                "/data/swag/train.csv", "/data/swag/val.csv"
+            )  # fmt: skip
+    glue_recipe = sorted((32, lr, 3) for lr in (5e-5, 4e-5, 3e-5, 2e-5))
+    assert recipes == {
+        **{t: glue_recipe for t in tasks[:8]},
+        "squad1": [(32, 5e-5, 3)], "squad2": [(48, 5e-5, 2)], "swag": [(16, 2e-5, 3)],
+    }  # fmt: skip
+    mnli = next(j for j in sweep.jobs if j.name == "mnli_seed0")
+    assert {c.column: c.metric for c in mnli.cells} == {
+        "MNLI-m": "dev.accuracy", "MNLI-mm": "dev_mismatched.accuracy"
+    }  # fmt: skip
+    # SQuAD's EM/F1 are percentages already; SQuAD 2.0's at the threshold tuned on dev.
+    squad = {
+        c.column: (c.metric, c.scale) for j in sweep.jobs for c in j.cells if "SQuAD" in c.column
+    }
+    assert squad == {
+        "SQuAD 1.1 EM": ("dev.exact_match", 1.0), "SQuAD 1.1 F1": ("dev.f1", 1.0),
+        "SQuAD 2.0 EM": ("dev.best_exact", 1.0), "SQuAD 2.0 F1": ("dev.best_f1", 1.0),
+    }  # fmt: skip
+    # The paper's Average is the mean of its nine GLUE numbers (MNLI-m and -mm counted apart).
+    for row, printed in (("BERT-base (paper)", 79.6), ("BERT-large (paper)", 82.1)):
+        nine = [table.paper[(row, c)] for c in table.averages["Average"]]
+        assert round(sum(nine) / 9, 1) == printed == table.paper[(row, "Average")]
+        mnli_once = [(nine[0] + nine[1]) / 2, *nine[2:]]
+        assert round(sum(mnli_once) / 8, 1) != printed
+    assert (table.paper[("BERT-large (paper)", "SQuAD 2.0 F1")], table1.PAPER_ROWS) == (
+        81.9, ("BERT-base (paper)", "BERT-large (paper)")
+    )  # fmt: skip
+    assert ("BERT-base (paper)", "SQuAD 2.0 EM") not in table.paper  # large only in the paper
+    notes = " ".join(table.notes)
+    assert "GLUE test" in notes and "write_test_predictions" in notes and "Not run" not in notes
+
+
+def test_table1_leaves_out_what_cannot_be_reached_and_says_so():
+    no_swag = launch.load_sweep(TABLE1)
+    assert not any(j.name.startswith("swag") for j in no_swag.jobs) and len(no_swag.jobs) == 10
+    assert "Not run: swag (no swag_dir=" in no_swag.table.notes[-1]
+    skipped = launch.load_sweep(f"{TABLE1},skip=squad2+qqp,name=My BERT,swag_dir=/s")
+    assert {j.name for j in skipped.jobs} >= {"swag_seed0", "mnli_seed0"}
+    assert not any(j.name.startswith(("squad2", "qqp")) for j in skipped.jobs)
+    assert (
+        skipped.table.notes[-1] == "Not run: qqp (skip=); squad2 (skip=); their columns stay blank."
+    )
+    assert skipped.table.rows[0] == "My BERT"
+    for arg, message in (
+        ("", "table1.py needs init="),
+        (",skip=squad3", r"skip='squad3': \['squad3'\] not among"),
+        (",name=BERT-large (paper)", "not one of the paper's rows"),
+    ):
+        spec = (TABLE1 + arg) if arg else "configs/sweeps/table1.py:"
+        with pytest.raises(ValueError, match=message):
+            launch.load_sweep(spec)
+    out = _launcher(
+        "--sweep=table1.py:init=/ckpt/b,swag_dir=/s", "--root=/nonexistent/t1", "--dry_run"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "table1: 11 jobs, 0 done, 11 to run" in out.stdout
+    assert "--config.task.dev_file=/s/val.csv" in out.stdout
+
+
+def test_average_columns_and_paper_rows_are_checked():
+    """An average names columns of the table, filled by jobs; no job fills an average or a row
+    of the paper's numbers."""
+    table = common.Table(
+        "t", "T", "r", ("ours", "paper"), ("x", "y", "avg"), {("paper", "avg"): 1.0},
+        averages={"avg": ("x", "y")}, paper_rows=("paper",),
+    )  # fmt: skip
+    common.Sweep("s", table, (common.Job("j", "c.py", cells=(common.Cell("ours", "x", "m"),)),))
+    for cell, message in ((("ours", "avg"), "is an average"), (("paper", "x"), "paper's numbers")):
+        job = common.Job("j", "c.py", cells=(common.Cell(*cell, "m"),))
+        with pytest.raises(ValueError, match=message):
+            common.Sweep("s", table, (job,))
+    with pytest.raises(ValueError, match=r"names columns \['z'\]"):
+        common.Table("t", "T", "r", ("a",), ("x", "avg"), {}, averages={"avg": ("x", "z")})
+    with pytest.raises(ValueError, match="averages the derived columns"):
+        common.Table(
+            "t", "T", "r", ("a",), ("x", "a1", "a2"), {}, averages={"a1": ("x",), "a2": ("a1",)}
+        )
+    with pytest.raises(ValueError, match=r"paper_rows \['b'\]"):
+        common.Table("t", "T", "r", ("a",), ("x",), {}, paper_rows=("b",))
+    # Through sweep.json and back (a sweep.json written before these fields still loads).
+    assert common.table_from_dict(common.to_dict(table)) == table
+    old = {k: v for k, v in common.to_dict(table).items() if k not in ("averages", "paper_rows")}
+    assert common.table_from_dict(old) == dataclasses.replace(table, averages={}, paper_rows=())
+
+
+def test_squad_cells_are_not_scaled_twice():
+    """SQuAD's EM/F1 are percentages in results.json (80.8): Table 5's SQuAD column and a grid
+    on SQuAD printed them x100 (8080.0)."""
+    from configs.sweeps import finetune_grid, table5
+
+    sweep = table5.get_sweep("profile=paper,corpus=/tmp/c.txt,steps=1000")
+    scales = {c.column: c.scale for j in sweep.jobs for c in j.cells}
+    assert scales["SQuAD"] == 1.0 and scales["MNLI-m"] == 100.0
+    grid = finetune_grid.get_sweep("task=squad1,init=/tmp/x,seeds=1")
+    assert {c.scale for j in grid.jobs for c in j.cells} == {1.0}
+    grid = finetune_grid.get_sweep("task=mrpc,init=/tmp/x,seeds=1")
+    assert {c.scale for j in grid.jobs for c in j.cells} == {100.0}

@@ -8,7 +8,9 @@ it starts from), and NAME must then be listed in `after`; "{root}" by the sweep'
 
 Each job may fill table cells (`Cell`): the value at a dotted path of its workdir's
 results.json, e.g. "end.mlm_perplexity" (pre-training) or "dev.accuracy" (fine-tuning). Cells
-with the same row and column from several seeds are reported as mean +- std.
+with the same row and column from several seeds are reported as mean +- std. No job fills a
+table's average columns (`Table.averages`: GLUE's "Average", computed from the row's other cells)
+or its paper rows (`Table.paper_rows`: the paper's models, beside ours).
 
 Workdir layout of a launched sweep (experiments/launch.py writes it, experiments/paper_tables.py
 reads it):
@@ -41,6 +43,12 @@ class Cell:
     seed: int = 0
     # The value is multiplied by this (accuracy 0.84 -> 84.0, as the paper prints it).
     scale: float = 100.0
+
+
+def cell_scale(task: str) -> float:
+    """A Cell's scale for `task`'s metrics: SQuAD's EM/F1 are percentages in results.json already
+    (as the official script prints them), every other task's a fraction (accuracy 0.84)."""
+    return 1.0 if task.startswith("squad") else 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +88,36 @@ class Table:
     # Optional x value per row for plots of metric vs model size (e.g. parameter count).
     row_x: dict[str, float] = dataclasses.field(default_factory=dict)
     row_x_label: str = ""
+    # Derived columns: column -> the columns whose mean it is, computed per row from the row's
+    # cells (as aggregated: mean over seeds, or best seed) and blank while any of them has no
+    # value (never a mean of fewer columns). No job fills one; a paper value is the paper's own.
+    averages: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Rows that hold only the paper's numbers (e.g. BERT-large beside our model): no job fills
+    # them, and they print the paper's values as they are.
+    paper_rows: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for column, inputs in self.averages.items():
+            unknown = [c for c in (column, *inputs) if c not in self.columns]
+            if unknown:
+                raise ValueError(
+                    f"table {self.name!r}: average {column!r} names columns {unknown} that are "
+                    f"not among its columns {list(self.columns)}."
+                )
+            if not inputs:
+                raise ValueError(f"table {self.name!r}: average {column!r} averages no columns.")
+            derived = [c for c in inputs if c in self.averages]
+            if derived:
+                raise ValueError(
+                    f"table {self.name!r}: average {column!r} averages the derived columns "
+                    f"{derived}; average the columns that jobs fill."
+                )
+        unknown = [r for r in self.paper_rows if r not in self.rows]
+        if unknown:
+            raise ValueError(
+                f"table {self.name!r}: paper_rows {unknown} are not among its rows "
+                f"{list(self.rows)}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +148,16 @@ class Sweep:
                         f"job {job.name!r} fills ({cell.row!r}, {cell.column!r}), which is not a "
                         f"cell of table {self.table.name!r}."
                     )
+                if cell.column in self.table.averages or cell.row in self.table.paper_rows:
+                    what = (
+                        f"column {cell.column!r} is an average of other columns"
+                        if cell.column in self.table.averages
+                        else f"row {cell.row!r} holds only the paper's numbers"
+                    )
+                    raise ValueError(
+                        f"job {job.name!r} fills ({cell.row!r}, {cell.column!r}), but {what} "
+                        f"in table {self.table.name!r}: no job fills it."
+                    )
 
 
 def to_dict(obj) -> Any:
@@ -130,8 +178,11 @@ def to_dict(obj) -> Any:
 def table_from_dict(d: dict[str, Any]) -> Table:
     d = dict(d)
     d["paper"] = {tuple(k.split("|", 1)): v for k, v in d["paper"].items()}
-    for name in ("rows", "columns", "lower_is_better", "notes"):
-        d[name] = tuple(d[name])
+    # (A sweep.json written before `averages` and `paper_rows` existed has neither.)
+    for name in ("rows", "columns", "lower_is_better", "notes", "paper_rows"):
+        if name in d:
+            d[name] = tuple(d[name])
+    d["averages"] = {k: tuple(v) for k, v in d.get("averages", {}).items()}
     return Table(**d)
 
 

@@ -53,7 +53,11 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
                             f"{row}/seed{seed}",
                             f"configs/finetune.py:task={arg.task}",
                             overrides,
-                            cells=(common.Cell(row, "dev", "dev.{metric}", seed),),
+                            cells=(
+                                common.Cell(
+                                    row, "dev", "dev.{metric}", seed, common.cell_scale(arg.task)
+                                ),
+                            ),
                         )
                     )
     table = common.Table(

@@ -69,7 +69,7 @@ def get_sweep(arg: str | None = None) -> common.Sweep:
                     overrides.update(common.MINI_SENTIMENT)
                 elif task in GLUE:  # SQuAD: its task defaults (lr 5e-5, batch 32, 3 epochs)
                     overrides.update(common.PAPER_GLUE)
-                cell = common.Cell(row, column, metric, seed)
+                cell = common.Cell(row, column, metric, seed, common.cell_scale(task))
                 jobs.append(
                     common.finetune_job(pre, f"{task}{suffix}_seed{seed}", task, overrides, cell)
                 )
