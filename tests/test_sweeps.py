@@ -19,6 +19,7 @@ from configs.sweeps import common, table8
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
+import cluster_scripts  # noqa: E402
 import launch  # noqa: E402
 import paper_tables  # noqa: E402
 
@@ -273,7 +274,9 @@ def test_dry_runs_and_refused_sweeps_write_nothing(tmp_path):
 
 def test_cluster_scripts(tmp_path):
     jobs = _fake_jobs()
-    paths = launch.emit_slurm(tmp_path, "configs/sweeps/x.py:a=1", jobs, "--gres=gpu:8 --nodes=2")
+    paths = cluster_scripts.emit_slurm(
+        tmp_path, "configs/sweeps/x.py:a=1", jobs, "--gres=gpu:8 --nodes=2"
+    )
     names = {p.name for p in paths}
     assert names == {"stage0.jobs", "stage0.sbatch", "stage1.jobs", "stage1.sbatch", "submit.sh"}
     assert (tmp_path / "slurm" / "stage0.jobs").read_text() == "a\nb\n"
@@ -292,7 +295,7 @@ def test_cluster_scripts(tmp_path):
         assert run.stdout == want and run.returncode == (0 if want else 2), run
     submit = (tmp_path / "slurm" / "submit.sh").read_text()
     assert "--dependency=afterok:$s0" in submit
-    (tpu,) = launch.emit_tpu(tmp_path, "configs/sweeps/x.py:a=1", jobs)
+    (tpu,) = cluster_scripts.emit_tpu(tmp_path, "configs/sweeps/x.py:a=1", jobs)
     lines = [x for x in tpu.read_text().splitlines() if x.startswith("gcloud")]
     assert len(lines) == 2 and all("--worker=all" in x for x in lines)
     # The fine-tuning job runs in one process: left to the launcher on one machine, after.

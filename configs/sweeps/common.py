@@ -61,6 +61,11 @@ class Job:
     after: tuple[str, ...] = ()
     cells: tuple[Cell, ...] = ()
 
+    @property
+    def is_finetuning(self) -> bool:
+        """Whether the job fine-tunes (configs/finetune.py), which runs in one process."""
+        return self.config.split(":")[0].endswith("finetune.py")
+
     def references(self) -> set[str]:
         """Names of the jobs whose workdirs the overrides refer to ("{job:NAME}")."""
         return {
