@@ -170,6 +170,11 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
         step, raw = weights_io.read_orbax_params(workdir / "checkpoints")
         source = str(workdir / "checkpoints" / str(step))
     raw = unstack_layers(raw)  # a scan_layers run stores the layers stacked
+    # A head that reads the encoder otherwise (layer mixes, a BiLSTM: config.head) has no place
+    # in any checkpoint format: the encoder loads, the head is left out (and reported).
+    head_only = {}
+    if not _default_head(cfg):
+        head_only = {k: raw.pop(k) for k in ("head_input", "classifier", "qa_outputs") if k in raw}
     fields = {k: v for k, v in cfg["model"].items() if k != "size"}
     # How the run computed (scan_layers, the attention backend, bf16 matmuls, ...) is not part
     # of the weights, and these params are per-layer float32: the defaults run them exactly.
@@ -187,6 +192,8 @@ def _load_ours(workdir: pathlib.Path, strict: bool) -> Loaded:
         flat, "ours", config, source, strict=strict, config_file=str(workdir / "config.json")
     )
     report["files"] = [str(workdir / "config.json"), source]
+    for path in flatten_dict(head_only):
+        report["skipped"]["/".join(path)] = f"head={cfg['head']}: no checkpoint format has it"
     if reset:
         report["notes"].append(f"the run's compute settings {reset} are reset to the defaults")
     data = cfg.get("data", {}) or {}
@@ -219,13 +226,11 @@ def _workdir_architecture(cfg: dict, report: dict) -> tuple[str | None, str | No
     import ml_collections  # noqa: PLC0415
 
     from bert_jax.data.tasks import registry  # noqa: PLC0415
-    from bert_jax.heads import HeadInput  # noqa: PLC0415
 
-    spec = cfg.get("head") or {}
-    if not HeadInput(**spec).is_default:
+    if not _default_head(cfg):
         report["notes"].append(
-            f"head={spec}: the head reads the encoder otherwise than BERT's, which no Hugging "
-            "Face class computes"
+            f"head={cfg['head']}: the head reads the encoder otherwise than BERT's, which no "
+            "Hugging Face class computes: only the encoder is loaded"
         )
         return None, None
     try:
@@ -234,6 +239,13 @@ def _workdir_architecture(cfg: dict, report: dict) -> tuple[str | None, str | No
         report["notes"].append(f"task {task.get('name')!r} gives no head ({e})")
         return None, None
     return FINETUNE_ARCHITECTURES[head], FINETUNE_PROBLEM_TYPES.get(head)
+
+
+def _default_head(cfg: dict) -> bool:
+    """Whether a workdir's task head reads the encoder as BERT's does (config.head)."""
+    from bert_jax.heads import HeadInput  # noqa: PLC0415
+
+    return HeadInput(**(cfg.get("head") or {})).is_default
 
 
 def _resolve_vocab(workdir: pathlib.Path, data: dict) -> pathlib.Path | None:

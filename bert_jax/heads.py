@@ -220,6 +220,8 @@ class HeadFeatures(nn.Module):
         c, spec, hidden = self.config, self.spec, out["hidden_states"]
         if spec.is_default:
             return out["sequence_output"], out["pooled_output"]
+        if spec.freeze_encoder:  # before the layer mix: its weights learn, the encoder does not
+            hidden = [jax.lax.stop_gradient(h) for h in hidden]
         x = {
             "last": lambda: hidden[-1],
             "second_to_last": lambda: hidden[-2],
@@ -228,8 +230,6 @@ class HeadFeatures(nn.Module):
             "concat_last_four": lambda: jnp.concatenate(hidden[-4:], axis=-1),
             "sum_all": lambda: ScalarMix(name="scalar_mix")(hidden[1:]),
         }[spec.layers]()
-        if spec.freeze_encoder:
-            x = jax.lax.stop_gradient(x)
         lengths_B = jnp.sum(input_mask > 0, axis=1)
         last_B = jnp.maximum(lengths_B - 1, 0)
         if not spec.bilstm_layers and spec.pool == "cls":

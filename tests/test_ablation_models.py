@@ -185,6 +185,11 @@ def test_bilstm_ignores_padding_and_frozen_encoder_never_changes():
     ):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(params["classifier"]["kernel"], state["params"]["classifier"]["kernel"])
+    # The layer mix is the head's, not the encoder's: it learns (it stayed the plain mean when
+    # the gradient was stopped after mixing).
+    mix, mixed = params["head_input"]["scalar_mix"], state["params"]["head_input"]["scalar_mix"]
+    assert not np.allclose(mix["weights"], mixed["weights"])
+    assert not np.allclose(mix["gamma"], mixed["gamma"])
 
 
 def test_classification_with_bilstm_reads_both_directions():

@@ -577,3 +577,33 @@ def test_label_names_and_problem_type_survive_conversion(hf_dir, tmp_path):
             architecture="BertForSequenceClassification",
             label_names=["a", "b", "c"],
         )
+
+
+def test_a_workdir_with_a_feature_based_head_loads_its_encoder(minilm_dir, tmp_path):
+    """A run whose head mixes layers through a BiLSTM (config.head) could not be loaded at all
+    (its head_input/* tensors are in no format): the encoder loads, the head is reported."""
+    from bert_jax import finetune
+    from bert_jax.heads import HeadInput
+    from configs import finetune as finetune_config
+
+    config = BertConfig(vocab_size=30522, max_position_embeddings=128, **SIZES)
+    spec = HeadInput(layers="sum_last_four", freeze_encoder=True, bilstm_layers=1, bilstm_size=8)
+    model = finetune.make_model("token", config, 5, spec)
+    ids = np.ones((1, 8), np.int32)
+    params = model.init(jax.random.PRNGKey(0), ids, ids)["params"]
+    ft = finetune_config.get_config("task=wnut16,size=tiny")
+    ft.head.update(layers="sum_last_four", freeze_encoder=True, bilstm_layers=1, bilstm_size=8)
+    ready = finetune.Setup(None, {}, {}, config, None, None, str(minilm_dir / "vocab.txt"), True)
+    (tmp_path / "run").mkdir()
+    finetune._write_config(ft, ready, str(tmp_path / "run"))
+    finetune._save_params(str(tmp_path / "run" / "best"), params, {"epoch": 1, "step": 3})
+
+    loaded = convert.load_pretrained(tmp_path / "run")
+    assert loaded.heads == [] and set(loaded.params) == {"bert"}
+    jax.tree.map(np.testing.assert_array_equal, loaded.params["bert"], params["bert"])
+    assert "head_input/scalar_mix/weights" in loaded.report["skipped"]
+    assert "classifier/kernel" in loaded.report["skipped"]
+    convert.convert(tmp_path / "run", tmp_path / "hf", "hf")  # the encoder, as BertModel
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [
+        "BertModel"
+    ]
