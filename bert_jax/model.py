@@ -21,11 +21,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from bert_jax import bf16_matmul, dropout
 from bert_jax.layer_norm import LayerNorm
 
 Array = jax.Array
+# The device-mesh axes that split the examples of a batch (bert_jax.parallel's logical "batch").
+BATCH_AXES = ("data", "fsdp")
+
+
+def batch_sharded(x: Array) -> Array:
+    """`x` with its leading (batch) dimension split over BATCH_AXES, when traced for a device
+    mesh (parallel.Parallel's mesh mode traces under it); else `x` unchanged. FSDP shards the
+    weights, never the activations: left to itself, XLA split layer outputs along the hidden
+    size instead and held the whole global batch's activations on every device (BERT-base,
+    batch 128, fsdp=8: 9.7 GB of temporaries per device where data parallelism takes 2.9)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    if x.shape[0] % int(np.prod([mesh.shape[a] for a in BATCH_AXES])):
+        return x  # (a slice of the batch, model.encoder_chunks: XLA decides)
+    return lax.with_sharding_constraint(x, PartitionSpec(BATCH_AXES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +316,7 @@ class BertEmbeddings(nn.Module):
         else:
             pos = pos_SxH[position_ids_BxS]
         x_BxSxH = x_BxSxH + pos
-        x_BxSxH = self.LayerNorm(x_BxSxH)
+        x_BxSxH = batch_sharded(self.LayerNorm(x_BxSxH))
         return self.dropout(x_BxSxH, deterministic=deterministic)
 
     def attend(self, x_BxPxH: Array) -> Array:
@@ -418,7 +435,7 @@ class DenseResidualNorm(nn.Module):
         c = self.config
         y = dense(c, self.features, "dense")(x)
         y = dropout_layer(c, c.hidden_dropout_prob)(y, deterministic=deterministic)
-        return layer_norm(c, "LayerNorm")(y + residual)
+        return batch_sharded(layer_norm(c, "LayerNorm")(y + residual))
 
 
 class Attention(nn.Module):

@@ -31,12 +31,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert_jax.checkpoints import path_name
+from bert_jax.model import BATCH_AXES
 
 AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axes.
 RULES = {
-    "batch": ("data", "fsdp"),
+    "batch": BATCH_AXES,  # (the model keeps its activations split so: model.batch_sharded)
     "embed": "fsdp",
     "heads": "tensor",
     "mlp": "tensor",
@@ -79,6 +80,18 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
     # model code stays free of sharding annotations.
     auto = (jax.sharding.AxisType.Auto,) * len(AXES)
     return jax.make_mesh(sizes, AXES, axis_types=auto, devices=devices)
+
+
+def _traced_on(mesh: Mesh, fn: Callable) -> Callable:
+    """`fn` traced with `mesh` as the abstract mesh in context, which the model's sharding
+    constraints (model.batch_sharded) read."""
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 def batch_divisor(mode: str, mesh: Mesh | None) -> int:
@@ -278,6 +291,7 @@ class Parallel:
                 raise ValueError("mode 'mesh' needs the mesh and the (abstract) state.")
             self.state_shardings = state_shardings(abstract_state, mesh)
             batch, rep = batch_sharding(mesh), replicated(mesh)
+            train_fn, eval_fn = _traced_on(mesh, train_fn), _traced_on(mesh, eval_fn)
             self.train = jit(
                 train_fn,
                 in_shardings=(self.state_shardings, batch),

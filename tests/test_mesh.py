@@ -293,3 +293,42 @@ def test_hosts_with_fewer_eval_batches_pad_in_lockstep():
     assert [b.get("i") for b in got[0]] == [(0, 0), (0, 1), (0, 2)]
     assert got[1][0]["i"] == (1, 0) and got[1][1] is filler and got[1][2] is filler
     assert all(b is filler for b in got[2])
+
+
+def test_fsdp_keeps_the_activations_split_by_example():
+    """FSDP shards weights; the activations must stay split over the batch. Left to XLA, a
+    (1, 8, 1) mesh split layer outputs along the hidden size and held the whole global batch's
+    activations on every device: 39.9 MB of temporaries per device here, against 12.5 MB for
+    data parallelism (BERT-base, batch 128: 9.7 GB against 2.9)."""
+    import jax.numpy as jnp
+
+    from bert_jax.model import BertConfig
+
+    config = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=64)  # fmt: skip
+    model = BertForPreTraining(config)
+    tx, _ = optim.make_optimizer(opt_config(), 100)
+    seq, pred, batch = 64, 8, 64
+    state = jax.eval_shape(lambda: train.init_state(model, tx, jax.random.PRNGKey(0), seq, pred))
+
+    def spec(*shape, dtype=jnp.int32):
+        return jax.ShapeDtypeStruct(shape, dtype)
+
+    rows = {"input_ids": spec(batch, seq), "input_mask": spec(batch, seq),
+            "segment_ids": spec(batch, seq), "masked_lm_positions": spec(batch, pred),
+            "masked_lm_ids": spec(batch, pred), "next_sentence_labels": spec(batch),
+            "masked_lm_weights": spec(batch, pred, dtype=jnp.float32)}  # fmt: skip
+    temp = {}
+    for shape in [(8, 1, 1), (1, 8, 1)]:
+        par = parallel.Parallel(
+            "mesh",
+            functools.partial(train.train_step, model=model, optimizer=tx),
+            functools.partial(train.eval_step, model=model),
+            mesh=parallel.make_mesh(*shape),
+            abstract_state=state,
+        )
+        temp[shape] = par.train.lower(state, rows).compile().memory_analysis().temp_size_in_bytes
+    print(
+        f"\ntemporaries per device: data {temp[8, 1, 1] / 1e6:.2f} MB, fsdp {temp[1, 8, 1] / 1e6:.2f}"
+    )
+    assert temp[1, 8, 1] < 1.25 * temp[8, 1, 1]
