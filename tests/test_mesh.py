@@ -328,7 +328,6 @@ def test_fsdp_keeps_the_activations_split_by_example():
             abstract_state=state,
         )
         temp[shape] = par.train.lower(state, rows).compile().memory_analysis().temp_size_in_bytes
-    print(
-        f"\ntemporaries per device: data {temp[8, 1, 1] / 1e6:.2f} MB, fsdp {temp[1, 8, 1] / 1e6:.2f}"
-    )
+    data, fsdp = temp[8, 1, 1] / 1e6, temp[1, 8, 1] / 1e6
+    print(f"\ntemporaries per device: data parallel {data:.2f} MB, fsdp {fsdp:.2f} MB")
     assert temp[1, 8, 1] < 1.25 * temp[8, 1, 1]
