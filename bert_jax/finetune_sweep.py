@@ -58,6 +58,11 @@ def run(
     grid = points(config)
     seeds = tuple(config.sweep.seeds) or (config.train.seed,)
     # Before reading data:
+    if "://" in workdir:
+        raise ValueError(
+            f"workdir={workdir}: fine-tuning writes its workdir with local file operations; give "
+            "a local or mounted path (NFS, gcsfuse). Pre-training writes to gs:// directly."
+        )
     parallel.compiler_options(config.train.get("compiler_options", ""))
     check_attention_backend(config.model.get("attention", "einsum"))
     ready = finetune.setup(config, log)

@@ -6,9 +6,13 @@ the batches an uninterrupted one would (`train_batches(config, start_step)`).
 
 from __future__ import annotations
 
+import atexit
+import errno
+import io
 import itertools
 import os
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,9 +24,39 @@ import numpy as np
 from bert_jax.data import packing
 
 
-def count_vocab(vocab_file: str) -> int:
-    with open(vocab_file, encoding="utf-8") as f:
-        return sum(1 for line in f if line.rstrip("\n"))
+def _gfile():
+    """tf.io.gfile: data.dir and the vocabulary may be on gs:// (a TPU pod's data), which the
+    built-in open and pathlib take for a local path. TF is imported only when a file is read."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.io.gfile
+
+
+def count_vocab(vocab_file: str | os.PathLike) -> int:
+    gfile, path = _gfile(), os.fspath(vocab_file)
+    if not gfile.exists(path):  # (gfile would raise TF's NotFoundError, not always naming it)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    with gfile.GFile(path, "rb") as f:
+        text = f.read().decode("utf-8")
+    # newline=None: the lines of open(vocab_file, encoding="utf-8"), as the tokenizer reads them.
+    return sum(1 for line in io.StringIO(text, newline=None) if line.rstrip("\n"))
+
+
+_local_copies: dict[str, str] = {}
+
+
+def local_copy(path: str) -> str:
+    """`path` itself if local; else (gs://, ...) a local copy of it, made once per process and
+    removed at exit. For readers that take only local files (the `tokenizers` library)."""
+    if "://" not in path:
+        return path
+    if path not in _local_copies:
+        fd, local = tempfile.mkstemp(prefix="bert_jax_", suffix="_" + os.path.basename(path))
+        os.close(fd)
+        atexit.register(os.remove, local)
+        _gfile().copy(path, local, overwrite=True)
+        _local_copies[path] = local
+    return _local_copies[path]
 
 
 def resolve_data(
@@ -39,6 +73,12 @@ def resolve_data(
     if d.corpus:
         if not d.dir:
             raise ValueError("data.corpus needs data.dir, the directory to prepare the data in.")
+        if "://" in d.dir:
+            raise ValueError(
+                f"data.corpus prepares into a local data.dir, not {d.dir}: prepare it locally "
+                "(python -m bert_jax.data.prepare), copy it up (gsutil -m cp -r), then set "
+                "data.dir to the copy without data.corpus."
+            )
         from bert_jax.data import prepare  # noqa: PLC0415
 
         def build(out_dir, vocab_file, seq, pred):
@@ -83,9 +123,13 @@ def _check_same_vocab(data_dir: str, vocab_file: str) -> None:
     """Records hold ids of the vocabulary they were prepared with (data_dir/vocab.txt): read
     with another one (an init checkpoint's, data.vocab_file) every id names another token."""
     built = os.path.join(data_dir, "vocab.txt")
-    if not vocab_file or not os.path.isfile(built) or os.path.samefile(built, vocab_file):
+    gfile = _gfile()
+    if not vocab_file or not gfile.exists(built) or gfile.isdir(built):
         return
-    with open(built, "rb") as a, open(vocab_file, "rb") as b:
+    remote = "://" in built or "://" in vocab_file
+    if not remote and os.path.samefile(built, vocab_file):
+        return
+    with gfile.GFile(built, "rb") as a, gfile.GFile(vocab_file, "rb") as b:
         if a.read() == b.read():
             return
     raise ValueError(
@@ -141,7 +185,7 @@ def _dataset(
         shard_index=shard[0] if shard else jax.process_index(),
         num_shards=shard[1] if shard else jax.process_count(),
         dynamic_masking=masking.masking_config(d) if d.dynamic_masking else None,
-        vocab_file=d.vocab_file if d.dynamic_masking else None,
+        vocab_file=local_copy(d.vocab_file) if d.dynamic_masking else None,
         skip_batches=skip,
     )
 

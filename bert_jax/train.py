@@ -328,10 +328,13 @@ def train_and_evaluate(
             f"optimizer.learning_rate={config.optimizer.learning_rate}."
         )
     d = config.data
+    # The workdir's own files go through tf.io.gfile, as Orbax's checkpoints go through epath:
+    # a gs:// workdir (a TPU pod's) is a bucket, not a local folder named "gs:".
+    from tensorflow.io import gfile  # noqa: PLC0415 (TF is heavy; the data pipeline needs it)
 
-    os.makedirs(workdir, exist_ok=True)
+    gfile.makedirs(workdir)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        with gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
     # Resume order: this workdir's newest checkpoint > config.init_checkpoint > fresh init.
@@ -390,7 +393,7 @@ def train_and_evaluate(
         start_metrics = evaluate(par, state, inputs.eval_batches(config), model_cfg)
         writer.write(0, "eval", start_metrics)
         if jax.process_index() == 0:
-            with open(start_file, "w") as f:
+            with gfile.GFile(start_file, "w") as f:
                 json.dump(start_metrics, f)
         log(f"eval @ step 0: {_fmt(start_metrics)}")
 
@@ -472,15 +475,15 @@ def train_and_evaluate(
             par, state, inputs.eval_batches(config, results["step"]), model_cfg
         )
         writer.write(results["step"], "eval", results["end"])
-        if os.path.exists(start_file):
-            with open(start_file) as f:
+        if gfile.exists(start_file):
+            with gfile.GFile(start_file) as f:
                 results["start"] = json.load(f)
         log(f"eval @ step {results['step']}: {_fmt(results['end'])}")
         if "start" in results:
             log(_summary(results["start"], results["end"], results["step"]))
     writer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
+        with gfile.GFile(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
     results["state"] = final_state
     return results
@@ -496,8 +499,12 @@ def _from_init_checkpoint(state: State, init, tx, path: str, log) -> State:
         f"init_checkpoint {path}: {len(jax.tree_util.tree_leaves(params)) - len(fresh)} tensors "
         f"loaded; initialised fresh: {fresh or 'none'}; unused: {report.get('unused') or 'none'}"
     )
-    # The optimizer starts anew: its moments belong to another run (or do not exist).
-    return {**state, "params": params, "opt_state": jax.jit(tx.init)(params)}
+    # The optimizer starts anew: its moments belong to another run (or do not exist). Built in
+    # the shardings of the fresh state's (on a mesh, like the params'): left to itself, jit puts
+    # the moments, zeros that depend on no input's sharding, whole on one device.
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, state["opt_state"])
+    opt_state = jax.jit(tx.init, out_shardings=shardings)(params)
+    return {**state, "params": params, "opt_state": opt_state}
 
 
 def _summary(start: dict[str, float], end: dict[str, float], step: int) -> str:

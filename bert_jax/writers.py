@@ -1,4 +1,8 @@
-"""Metric writers: one JSONL file and TensorBoard event files in the workdir (process 0 only)."""
+"""Metric writers: one JSONL file and TensorBoard event files in the workdir (process 0 only).
+
+Files go through tf.io.gfile, so a gs:// workdir (a TPU pod's) is written where Orbax writes its
+checkpoints, not to a local folder named "gs:".
+"""
 
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ class MetricWriter:
             return
         import tensorflow as tf  # noqa: PLC0415 (TF is heavy; only process 0 needs the writer)
 
-        os.makedirs(workdir, exist_ok=True)
+        tf.io.gfile.makedirs(workdir)
         path = os.path.join(workdir, "metrics.jsonl")
         if start_step is not None:
             _drop_lines_after(path, start_step)
-        self._jsonl = open(path, "a")
+        # (On GCS an append re-uploads the file at each flush: fine for a few thousand lines.)
+        self._jsonl = tf.io.gfile.GFile(path, "a")
         self._tf = tf
         self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
@@ -51,9 +56,11 @@ class MetricWriter:
 def _drop_lines_after(path: str, step: int) -> None:
     """Rewrites `path` (atomically) with its lines of steps 1..`step` only; a torn last line
     goes too."""
-    if not os.path.exists(path):
+    from tensorflow.io import gfile  # noqa: PLC0415
+
+    if not gfile.exists(path):
         return
-    with open(path) as f:
+    with gfile.GFile(path) as f:
         lines = f.readlines()
     kept = []
     for line in lines:
@@ -63,6 +70,6 @@ def _drop_lines_after(path: str, step: int) -> None:
         except (ValueError, KeyError, TypeError):  # cut short by the kill: nothing to keep
             continue
     if len(kept) < len(lines):
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        with gfile.GFile(path + ".tmp", "w") as f:
+            f.write("".join(kept))
+        gfile.rename(path + ".tmp", path, overwrite=True)  # (os.replace locally: atomic)

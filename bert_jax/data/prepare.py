@@ -328,13 +328,15 @@ def options_from_config(data_config) -> dict:
 
 def check_file_sizes(data_dir: str | os.PathLike) -> None:
     """Refuses record files of `data_dir` whose size differs from what prepare wrote (its
-    stats.json): a file cut short, e.g. by an interrupted copy between machines."""
-    stats_file = pathlib.Path(data_dir) / "stats.json"
-    if not stats_file.is_file():
+    stats.json): a file cut short, e.g. by an interrupted copy between machines. Read through
+    tf.io.gfile: `data_dir` may be on gs://."""
+    gfile = _gfile()
+    stats = _read_stats(data_dir)
+    if stats is None:
         return
-    for name, size in json.loads(stats_file.read_text()).get("file_bytes", {}).items():
-        path = pathlib.Path(data_dir) / name
-        found = path.stat().st_size if path.is_file() else None
+    for name, size in stats.get("file_bytes", {}).items():
+        path = os.path.join(os.fspath(data_dir), name)
+        found = gfile.stat(path).length if gfile.exists(path) and not gfile.isdir(path) else None
         if found != size:
             what = "is missing" if found is None else f"has {found} bytes"
             raise ValueError(
@@ -347,10 +349,10 @@ def check_built_options(data_dir: str | os.PathLike, data_config) -> None:
     """Refuses a config that asks for other data than `data_dir` holds (by its stats.json), when
     the run will not build it (no data.corpus): a masking split, whole-word masking, pair option
     or casing given on the command line would be silently ignored by static records."""
-    stats_file = pathlib.Path(data_dir) / "stats.json"
-    if not stats_file.is_file():  # data made elsewhere (the original scripts): nothing recorded
+    stats = _read_stats(data_dir)
+    if stats is None:  # data made elsewhere (the original scripts): nothing recorded
         return
-    recorded = json.loads(stats_file.read_text())["args"]
+    recorded = stats["args"]
     baked = ["short_seq_prob", "next_sentence", "lowercase"]
     if not recorded.get("dynamic_masking"):  # else the pipeline masks with the config's options
         baked += ["masked_lm_prob", "masking_split", "whole_word_mask"]
@@ -367,6 +369,22 @@ def check_built_options(data_dir: str | os.PathLike, data_config) -> None:
                 f"is used as it is. Prepare data with that option (`prepare --{key}=...`, or set "
                 "data.corpus to build it), or drop the override."
             )
+
+
+def _gfile():
+    import tensorflow as tf  # noqa: PLC0415 (heavy: only runs reading a data.dir need it)
+
+    return tf.io.gfile
+
+
+def _read_stats(data_dir: str | os.PathLike) -> dict | None:
+    """The stats.json of `data_dir` (local or gs://), None if it has none."""
+    gfile = _gfile()
+    stats_file = os.path.join(os.fspath(data_dir), "stats.json")
+    if not gfile.exists(stats_file) or gfile.isdir(stats_file):
+        return None
+    with gfile.GFile(stats_file) as f:
+        return json.loads(f.read())
 
 
 def _define_flags() -> None:
