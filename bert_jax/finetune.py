@@ -594,10 +594,7 @@ def _read_history(workdir: str) -> list[dict]:
 
 
 def _write_history(workdir: str, history: list[dict]) -> None:
-    tmp = os.path.join(workdir, "history.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(history, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, "history.json"))
+    write_json(os.path.join(workdir, "history.json"), history)
 
 
 def _save_params(directory: str, params, entry: dict) -> None:

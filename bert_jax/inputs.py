@@ -24,16 +24,12 @@ import numpy as np
 from bert_jax.data import packing
 
 
-def _gfile():
-    """tf.io.gfile: data.dir and the vocabulary may be on gs:// (a TPU pod's data), which the
-    built-in open and pathlib take for a local path. TF is imported only when a file is read."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    return tf.io.gfile
-
-
 def count_vocab(vocab_file: str | os.PathLike) -> int:
-    gfile, path = _gfile(), os.fspath(vocab_file)
+    # tf.io.gfile: the vocabulary may be on gs:// (a TPU pod's data), which open() takes for a
+    # local path. TF is imported only when a file is read.
+    from tensorflow.io import gfile  # noqa: PLC0415
+
+    path = os.fspath(vocab_file)
     if not gfile.exists(path):  # (gfile would raise TF's NotFoundError, not always naming it)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     with gfile.GFile(path, "rb") as f:
@@ -54,7 +50,9 @@ def local_copy(path: str) -> str:
         fd, local = tempfile.mkstemp(prefix="bert_jax_", suffix="_" + os.path.basename(path))
         os.close(fd)
         atexit.register(os.remove, local)
-        _gfile().copy(path, local, overwrite=True)
+        from tensorflow.io import gfile  # noqa: PLC0415
+
+        gfile.copy(path, local, overwrite=True)
         _local_copies[path] = local
     return _local_copies[path]
 
@@ -123,7 +121,8 @@ def _check_same_vocab(data_dir: str, vocab_file: str) -> None:
     """Records hold ids of the vocabulary they were prepared with (data_dir/vocab.txt): read
     with another one (an init checkpoint's, data.vocab_file) every id names another token."""
     built = os.path.join(data_dir, "vocab.txt")
-    gfile = _gfile()
+    from tensorflow.io import gfile  # noqa: PLC0415 (data.dir may be on gs://)
+
     if not vocab_file or not gfile.exists(built) or gfile.isdir(built):
         return
     remote = "://" in built or "://" in vocab_file

@@ -330,7 +330,8 @@ def check_file_sizes(data_dir: str | os.PathLike) -> None:
     """Refuses record files of `data_dir` whose size differs from what prepare wrote (its
     stats.json): a file cut short, e.g. by an interrupted copy between machines. Read through
     tf.io.gfile: `data_dir` may be on gs://."""
-    gfile = _gfile()
+    from tensorflow.io import gfile  # noqa: PLC0415 (heavy: only runs reading a data.dir)
+
     stats = _read_stats(data_dir)
     if stats is None:
         return
@@ -371,15 +372,10 @@ def check_built_options(data_dir: str | os.PathLike, data_config) -> None:
             )
 
 
-def _gfile():
-    import tensorflow as tf  # noqa: PLC0415 (heavy: only runs reading a data.dir need it)
-
-    return tf.io.gfile
-
-
 def _read_stats(data_dir: str | os.PathLike) -> dict | None:
     """The stats.json of `data_dir` (local or gs://), None if it has none."""
-    gfile = _gfile()
+    from tensorflow.io import gfile  # noqa: PLC0415 (heavy: only runs reading a data.dir)
+
     stats_file = os.path.join(os.fspath(data_dir), "stats.json")
     if not gfile.exists(stats_file) or gfile.isdir(stats_file):
         return None
